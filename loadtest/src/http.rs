@@ -1,0 +1,540 @@
+//! Minimal HTTP/1.1 client: request writer, incremental response parser and
+//! a keep-alive connection.
+
+use std::io;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::net::{connect_start, Target};
+
+pub const MAX_HEAD: usize = 16 * 1024;
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// A parsed status line + headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    pub status: u16,
+    pub reason: String,
+    /// Header names lower-cased, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// Bytes up to and including the blank line.
+    pub len: usize,
+}
+
+impl Head {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Comma-separated tokens of a header (all occurrences), lower-cased.
+    pub fn tokens(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(','))
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub head: Head,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header(name)
+    }
+    pub fn wants_close(&self) -> bool {
+        self.head.tokens("connection").iter().any(|t| t == "close")
+    }
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn find_crlfcrlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// Parse a response head. `Ok(None)` = need more bytes.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
+    let Some(end) = find_crlfcrlf(buf) else {
+        if buf.len() > MAX_HEAD {
+            return Err(format!("response head over {MAX_HEAD} bytes"));
+        }
+        // Early reject of garbage, so a broken peer is not waited on.
+        let n = buf.len().min(5);
+        if &buf[..n] != &b"HTTP/"[..n] {
+            return Err(format!(
+                "not an HTTP response: {:?}",
+                String::from_utf8_lossy(&buf[..buf.len().min(40)])
+            ));
+        }
+        return Ok(None);
+    };
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "response head is not UTF-8")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let code = parts.next().unwrap_or("");
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("bad status code in {status_line:?}"));
+    }
+    let status: u16 = code.parse().map_err(|_| "bad status code")?;
+    let reason = parts.next().unwrap_or("").to_string();
+    let mut headers = Vec::new();
+    for line in lines {
+        let (n, v) = line
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {line:?}"))?;
+        if n.is_empty() || n.bytes().any(|b| b == b' ' || b == b'\t') {
+            return Err(format!("bad header name in {line:?}"));
+        }
+        headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Ok(Some(Head {
+        status,
+        reason,
+        headers,
+        len: end + 4,
+    }))
+}
+
+/// How the body of a response is delimited.
+#[derive(Debug, PartialEq)]
+enum BodyKind {
+    None,
+    Length(usize),
+    Chunked,
+    UntilEof,
+}
+
+fn body_kind(head: &Head, request_was_head: bool) -> Result<BodyKind, String> {
+    if request_was_head || head.status / 100 == 1 || head.status == 204 || head.status == 304 {
+        return Ok(BodyKind::None);
+    }
+    if head.tokens("transfer-encoding").last().map(|s| s.as_str()) == Some("chunked") {
+        return Ok(BodyKind::Chunked);
+    }
+    let lens: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if let Some(first) = lens.first() {
+        if lens.iter().any(|l| l != first) {
+            return Err("conflicting Content-Length headers".into());
+        }
+        let n: usize = first
+            .parse()
+            .map_err(|_| format!("bad Content-Length {first:?}"))?;
+        if n > MAX_BODY {
+            return Err(format!("Content-Length {n} too large"));
+        }
+        return Ok(BodyKind::Length(n));
+    }
+    Ok(BodyKind::UntilEof)
+}
+
+/// Decode a chunked body starting at `buf[0]`. Returns (body, bytes used).
+fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let mut pos = 0;
+    let mut body = Vec::new();
+    loop {
+        let Some(rel) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+            if buf.len() - pos > 1024 {
+                return Err("chunk size line too long".into());
+            }
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&buf[pos..pos + rel]).map_err(|_| "bad chunk line")?;
+        let size_txt = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_txt, 16)
+            .map_err(|_| format!("bad chunk size {size_txt:?}"))?;
+        if size > MAX_BODY || body.len() + size > MAX_BODY {
+            return Err("chunked body too large".into());
+        }
+        pos += rel + 2;
+        if size == 0 {
+            // trailers until an empty line
+            loop {
+                let Some(rel) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                pos += rel + 2;
+                if rel == 0 {
+                    return Ok(Some((body, pos)));
+                }
+            }
+        }
+        if buf.len() < pos + size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        if &buf[pos + size..pos + size + 2] != b"\r\n" {
+            return Err("chunk not followed by CRLF".into());
+        }
+        pos += size + 2;
+    }
+}
+
+/// Parse one complete response from `buf`. `eof` tells whether the peer has
+/// closed (needed for bodies delimited by the end of the connection).
+/// Returns the response and how many bytes it used, or `None` if more bytes
+/// are needed.
+pub fn parse_response(
+    buf: &[u8],
+    eof: bool,
+    request_was_head: bool,
+) -> Result<Option<(Response, usize)>, String> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let rest = &buf[head.len..];
+    let (body, used) = match body_kind(&head, request_was_head)? {
+        BodyKind::None => (Vec::new(), 0),
+        BodyKind::Length(n) => {
+            if rest.len() < n {
+                return Ok(None);
+            }
+            (rest[..n].to_vec(), n)
+        }
+        BodyKind::Chunked => match parse_chunked(rest)? {
+            Some(x) => x,
+            None => return Ok(None),
+        },
+        BodyKind::UntilEof => {
+            if !eof {
+                return Ok(None);
+            }
+            (rest.to_vec(), rest.len())
+        }
+    };
+    let len = head.len + used;
+    Ok(Some((Response { head, body }, len)))
+}
+
+/// Serialize a request.
+pub fn build_request(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160 + body.map_or(0, |b| b.len()));
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (n, v) in headers {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(b) = body {
+        out.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+        out.extend_from_slice(b.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(b);
+    } else {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Errors of one request.
+#[derive(Debug)]
+pub enum HttpError {
+    Io(io::Error),
+    Timeout,
+    /// The peer sent something that is not valid HTTP.
+    Protocol(String),
+    /// The connection closed before a complete response.
+    Closed,
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpError::Io(e) => write!(f, "I/O error: {e}"),
+            HttpError::Timeout => write!(f, "timed out"),
+            HttpError::Protocol(s) => write!(f, "malformed HTTP response: {s}"),
+            HttpError::Closed => write!(f, "connection closed before a complete response"),
+        }
+    }
+}
+
+impl From<io::Error> for HttpError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::TimedOut {
+            HttpError::Timeout
+        } else {
+            HttpError::Io(e)
+        }
+    }
+}
+
+impl HttpError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HttpError::Io(_) => "io",
+            HttpError::Timeout => "timeout",
+            HttpError::Protocol(_) => "protocol",
+            HttpError::Closed => "closed",
+        }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct HttpConn {
+    s: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    host: String,
+    pub closed: bool,
+}
+
+impl HttpConn {
+    pub async fn connect(target: &Target, timeout: Duration) -> Result<HttpConn, HttpError> {
+        let s = connect_start(target.addr, None)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        Ok(HttpConn {
+            s,
+            buf: vec![0; 4096],
+            start: 0,
+            end: 0,
+            host: target.host.clone(),
+            closed: false,
+        })
+    }
+
+    /// Send raw request bytes and read one response.
+    pub async fn roundtrip(&mut self, req: &[u8], is_head: bool) -> Result<Response, HttpError> {
+        if self.closed {
+            return Err(HttpError::Closed);
+        }
+        if let Err(e) = self.s.write_all(req).await {
+            self.closed = true;
+            return Err(e.into());
+        }
+        let r = self.read_response(is_head).await;
+        match &r {
+            Ok(resp) if resp.wants_close() => self.closed = true,
+            Ok(_) => {}
+            Err(_) => self.closed = true,
+        }
+        r
+    }
+
+    pub async fn read_response(&mut self, is_head: bool) -> Result<Response, HttpError> {
+        let mut eof = false;
+        loop {
+            if self.end > self.start || eof {
+                match parse_response(&self.buf[self.start..self.end], eof, is_head) {
+                    Ok(Some((resp, used))) => {
+                        self.start += used;
+                        if self.start == self.end {
+                            self.start = 0;
+                            self.end = 0;
+                        }
+                        return Ok(resp);
+                    }
+                    Ok(None) if eof => return Err(HttpError::Closed),
+                    Ok(None) => {}
+                    Err(e) => return Err(HttpError::Protocol(e)),
+                }
+            }
+            if self.end == self.buf.len() {
+                if self.start > 0 {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                } else {
+                    if self.buf.len() >= MAX_BODY + MAX_HEAD {
+                        return Err(HttpError::Protocol("response too large".into()));
+                    }
+                    let n = self.buf.len() * 2;
+                    self.buf.resize(n, 0);
+                }
+            }
+            let n = self.s.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                eof = true;
+            }
+            self.end += n;
+        }
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, HttpError> {
+        let req = build_request(method, path, &self.host, headers, body);
+        self.roundtrip(&req, method == "HEAD").await
+    }
+}
+
+/// A keep-alive client that reconnects when the server closed the connection.
+pub struct Client {
+    target: Target,
+    timeout: Duration,
+    conn: Option<HttpConn>,
+    pub connects: u64,
+}
+
+impl Client {
+    pub fn new(target: &Target, timeout: Duration) -> Client {
+        Client {
+            target: target.clone(),
+            timeout,
+            conn: None,
+            connects: 0,
+        }
+    }
+
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, HttpError> {
+        if self.conn.as_ref().is_none_or(|c| c.closed) {
+            self.conn = Some(HttpConn::connect(&self.target, self.timeout).await?);
+            self.connects += 1;
+        }
+        let c = self.conn.as_mut().expect("connected");
+        c.request(method, path, headers, body).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_and_pipelined() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"status\":\"ok\"}HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}";
+        let (r, used) = parse_response(raw, false, false).unwrap().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.head.reason, "OK");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.body, b"{\"status\":\"ok\"}");
+        let (r2, used2) = parse_response(&raw[used..], false, false).unwrap().unwrap();
+        assert_eq!(r2.status(), 404);
+        assert_eq!(r2.body, b"{}");
+        assert_eq!(used + used2, raw.len());
+    }
+
+    #[test]
+    fn incomplete_inputs() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde";
+        for i in 0..raw.len() {
+            assert_eq!(parse_response(&raw[..i], false, false).unwrap(), None, "{i}");
+        }
+        assert!(parse_response(raw, false, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn chunked() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let (r, used) = parse_response(raw, false, false).unwrap().unwrap();
+        assert_eq!(r.body, b"Wikipedia");
+        assert_eq!(&raw[used..], b"NEXT");
+        for i in 0..used {
+            assert_eq!(parse_response(&raw[..i], false, false).unwrap(), None, "{i}");
+        }
+        let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        assert!(parse_response(bad, false, false).is_err());
+    }
+
+    #[test]
+    fn no_body_statuses_and_eof() {
+        let raw = b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\n\r\n";
+        let (r, used) = parse_response(raw, false, false).unwrap().unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(used, raw.len());
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi";
+        let (r, used) = parse_response(raw, false, false).unwrap().unwrap();
+        assert_eq!(r.status(), 101);
+        assert_eq!(&raw[used..], b"\x81\x02hi");
+        let raw = b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nuntil eof";
+        assert_eq!(parse_response(raw, false, false).unwrap(), None);
+        let (r, _) = parse_response(raw, true, false).unwrap().unwrap();
+        assert_eq!(r.body, b"until eof");
+        assert!(r.wants_close());
+        // HEAD: Content-Length describes the GET body, none follows
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        let (r, _) = parse_response(raw, false, true).unwrap().unwrap();
+        assert!(r.body.is_empty());
+    }
+
+    #[test]
+    fn malformed() {
+        assert!(parse_response(b"HTTX/1.1 200 OK\r\n\r\n", false, false).is_err());
+        assert!(parse_response(b"garbage", false, false).is_err());
+        assert!(parse_response(b"HTTP/1.1 20 OK\r\n\r\n", false, false).is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n", false, false).is_err());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            false,
+            false
+        )
+        .is_err());
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        assert!(parse_response(&big, false, false).is_err());
+    }
+
+    #[test]
+    fn headers_and_tokens() {
+        let raw = b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, POST\r\nConnection: keep-alive, Upgrade\r\nContent-Length: 0\r\n\r\n";
+        let (r, _) = parse_response(raw, false, false).unwrap().unwrap();
+        assert_eq!(r.header("allow"), Some("GET, POST"));
+        assert_eq!(r.head.tokens("connection"), vec!["keep-alive", "upgrade"]);
+        assert!(!r.wants_close());
+    }
+
+    #[test]
+    fn request_bytes() {
+        let r = build_request(
+            "POST",
+            "/api/v1/stores/orders",
+            "127.0.0.1:8080",
+            &[("Idempotency-Key", "k1")],
+            Some(b"{}"),
+        );
+        assert_eq!(
+            String::from_utf8(r).unwrap(),
+            "POST /api/v1/stores/orders HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nIdempotency-Key: k1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        );
+        let r = build_request("GET", "/healthz", "h", &[], None);
+        assert_eq!(r, b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n");
+    }
+}

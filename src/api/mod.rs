@@ -1,0 +1,55 @@
+//! The REST endpoints of SPEC.md §1, each answering into the connection's output buffer.
+
+mod chant;
+mod info;
+mod orders;
+
+use crate::http::request::Head;
+use crate::http::response::Status;
+use crate::http::route::Route;
+use crate::runtime::shard::Shard;
+
+/// Answers one REST request (method already checked against the route) and returns the
+/// status it answered with.
+pub async fn handle(shard: &Shard, route: Route<'_>, head: &Head<'_, '_>, body: &[u8], out: &mut Vec<u8>) -> Status {
+    match route {
+        Route::Health => info::health(head, out),
+        Route::Menu => info::menu(head, out),
+        Route::Swagger => info::swagger(head, out),
+        Route::Metrics => info::metrics(shard, head, out).await,
+        Route::Orders => orders::collection(shard, head, body, out).await,
+        Route::Order(id) => orders::get(shard, id, head, out),
+        Route::Advance(id, to) => orders::advance(shard, id, to, head, out).await,
+        Route::Chant => chant::chant(shard, head, body, out).await,
+        Route::WebSocket(_) => unreachable!("upgrades are answered by the ws module"),
+    }
+}
+
+/// Reads the `menu_item_id` string field of a JSON object body. `None` for anything
+/// else: not JSON, not an object, the field missing, empty or not a string.
+fn menu_item_id(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        menu_item_id: Option<String>,
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    let parsed: Body = serde_json::from_slice(body).ok()?;
+    parsed.menu_item_id.filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::menu_item_id;
+
+    #[test]
+    fn menu_item_id_accepts_only_a_non_empty_string_field_of_an_object() {
+        assert_eq!(menu_item_id(br#"{"menu_item_id":"giiku-sai"}"#).as_deref(), Some("giiku-sai"));
+        assert_eq!(menu_item_id(br#" {"x":1,"menu_item_id":"a\u0062"}"#).as_deref(), Some("ab"));
+        for bad in [&b""[..], b"null", b"[\"giiku-sai\"]", br#"{"menu_item_id":""}"#, br#"{"menu_item_id":5}"#, b"{}", b"{", br#""s""#] {
+            assert_eq!(menu_item_id(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! One HTTP connection: read heads and bodies into a bounded buffer, answer every complete
+//! request in it (pipelining), send the answers with one write, repeat. A WebSocket
+//! upgrade leaves this loop with the socket and any bytes read past the handshake.
+
+use super::request::{self, HeadError, Method};
+use super::response::{self, Status};
+use super::route::{self, Route, WsKind};
+use crate::metrics::{Endpoint, Rejected};
+use crate::runtime::shard::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A connection's buffer starts this small and grows only for large heads or bodies.
+const BUFFER_START_BYTES: usize = 2048;
+/// Answers queued for a pipelining client are sent once they reach this size.
+const OUT_FLUSH_BYTES: usize = 64 << 10;
+
+/// What became of one request.
+enum Step {
+    /// Answered; `consumed` bytes of the buffer belonged to it.
+    Answered { consumed: usize, close: bool },
+    /// The buffer holds no complete request yet; `needed` is the size it must reach.
+    NeedMore { needed: usize },
+    /// The handshake was answered with 101; the connection now speaks WebSocket.
+    Upgrade { consumed: usize, kind: WsKind, room: String },
+}
+
+struct Connection {
+    shard: Rc<Shard>,
+    stream: TcpStream,
+    buf: Vec<u8>,
+    filled: usize,
+    out: Vec<u8>,
+}
+
+/// Serves one accepted connection until it closes or becomes a WebSocket.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let permit = match shard.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(why) => {
+            shard.metrics.rejected(why);
+            let mut out = Vec::new();
+            response::error(&mut out, Status::ServiceUnavailable, "server is at its connection limit, try again later", true);
+            let mut stream = stream;
+            let _ = stream.write_all(&out).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let timeout = Duration::from_millis(shard.config().head_timeout_ms);
+    let _ = stream.set_write_timeout(Some(timeout));
+    shard.metrics.opened(Endpoint::Http);
+    let mut connection = Connection {
+        shard: shard.clone(),
+        stream,
+        buf: vec![0; BUFFER_START_BYTES],
+        filled: 0,
+        out: Vec::new(),
+    };
+    let upgrade = connection.run().await;
+    shard.metrics.closed(Endpoint::Http);
+    drop(permit);
+    if let Ok(Some((kind, room, consumed))) = upgrade {
+        let Connection { stream, buf, filled, .. } = connection;
+        let leftover = buf[consumed..filled].to_vec();
+        crate::ws::start(shard, stream, kind, room, leftover).await;
+    }
+}
+
+impl Connection {
+    /// Runs until close; `Some` when the connection became a WebSocket.
+    async fn run(&mut self) -> io::Result<Option<(WsKind, String, usize)>> {
+        let timeout = Duration::from_millis(self.shard.config().head_timeout_ms);
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            match self.step().await {
+                Step::Answered { consumed, close } => {
+                    self.consume(consumed);
+                    deadline = Instant::now() + timeout;
+                    if close {
+                        self.flush().await?;
+                        return Ok(None);
+                    }
+                    if self.out.len() >= OUT_FLUSH_BYTES {
+                        self.flush().await?;
+                    }
+                }
+                Step::Upgrade { consumed, kind, room } => {
+                    self.flush().await?;
+                    return Ok(Some((kind, room, consumed)));
+                }
+                Step::NeedMore { needed } => {
+                    self.flush().await?;
+                    if needed > self.buf.len() {
+                        self.buf.resize(needed, 0);
+                    } else if self.filled == 0 && self.buf.len() > BUFFER_START_BYTES {
+                        // Between requests: give back what a large one needed.
+                        self.buf = vec![0; BUFFER_START_BYTES];
+                    }
+                    let Some(remaining) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                        return self.timed_out().await;
+                    };
+                    self.stream.set_read_timeout(Some(remaining))?;
+                    match self.stream.read(&mut self.buf[self.filled..]).await {
+                        Ok(0) => return Ok(None),
+                        Ok(n) => self.filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.timed_out().await,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The head (or body) did not arrive in time: say so if a request had begun.
+    async fn timed_out(&mut self) -> io::Result<Option<(WsKind, String, usize)>> {
+        if self.filled > 0 {
+            self.shard.metrics.rejected(Rejected::HeadTimeout);
+            response::error(&mut self.out, Status::RequestTimeout, "request not received in time", true);
+            self.flush().await?;
+        }
+        Ok(None)
+    }
+
+    fn consume(&mut self, consumed: usize) {
+        self.buf.copy_within(consumed..self.filled, 0);
+        self.filled -= consumed;
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let result = self.stream.write_all(&self.out).await;
+            self.out.clear();
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Parses and answers the first request in the buffer, if it is complete.
+    async fn step(&mut self) -> Step {
+        let started = Instant::now();
+        let config = self.shard.config();
+        let head_max = config.head_bytes_max;
+        let body_max = config.body_bytes_max;
+        let data = &self.buf[..self.filled];
+        let mut storage = request::header_storage();
+        let head = match request::parse(data, &mut storage) {
+            Ok(head) => head,
+            Err(HeadError::Partial) => {
+                if self.filled >= head_max {
+                    return self.fail(Status::HeadersTooLarge, "request head is larger than the limit");
+                }
+                return Step::NeedMore { needed: (self.filled + 1).max(self.buf.len()).min(head_max) };
+            }
+            Err(HeadError::TooManyHeaders) => return self.fail(Status::HeadersTooLarge, "too many header lines"),
+            Err(HeadError::LengthRequired) => {
+                return self.fail(Status::LengthRequired, "chunked request bodies are not supported; send Content-Length")
+            }
+            Err(HeadError::Malformed(why)) => return self.fail(Status::BadRequest, why),
+        };
+        if head.head_len > head_max {
+            return self.fail(Status::HeadersTooLarge, "request head is larger than the limit");
+        }
+        if head.content_length > body_max {
+            return self.fail(Status::PayloadTooLarge, "request body is larger than the limit");
+        }
+        let total = head.head_len + head.content_length;
+        if self.filled < total {
+            return Step::NeedMore { needed: total };
+        }
+        let body = &data[head.head_len..total];
+        let close = head.close;
+        let out = &mut self.out;
+        let shard = &self.shard;
+        let Some(route) = route::find(head.path) else {
+            if head.method == Method::Options {
+                response::preflight(out, close);
+                shard.metrics.http_request("preflight", 204, elapsed_us(started));
+            } else {
+                response::error(out, Status::NotFound, "no such path", close);
+                shard.metrics.http_request("unknown", 404, elapsed_us(started));
+            }
+            return Step::Answered { consumed: total, close };
+        };
+        let status = if head.method == Method::Options {
+            response::preflight(out, close);
+            Status::NoContent
+        } else if !route.allowed().contains(&head.method) {
+            response::error_with_headers(
+                out,
+                Status::MethodNotAllowed,
+                "method not allowed on this path",
+                route.allow_header(),
+                close,
+            );
+            Status::MethodNotAllowed
+        } else if let Route::WebSocket(kind) = route {
+            match crate::ws::upgrade::answer(kind, &head, out) {
+                Ok(room) => {
+                    shard.metrics.http_request(route.label(), 101, elapsed_us(started));
+                    return Step::Upgrade { consumed: total, kind, room };
+                }
+                Err(status) => status,
+            }
+        } else {
+            crate::api::handle(shard, route, &head, body, out).await
+        };
+        shard.metrics.http_request(route.label(), status.code(), elapsed_us(started));
+        Step::Answered { consumed: total, close }
+    }
+
+    /// Answers an error after which the byte stream cannot be trusted, and closes.
+    fn fail(&mut self, status: Status, message: &str) -> Step {
+        response::error(&mut self.out, status, message, true);
+        self.shard.metrics.http_request("invalid", status.code(), 0);
+        Step::Answered { consumed: self.filled, close: true }
+    }
+}
+
+fn elapsed_us(started: Instant) -> u64 {
+    started.elapsed().as_micros() as u64
+}

@@ -1,0 +1,8 @@
+//! HTTP/1.1, hand-rolled on `httparse`: one buffer per connection, keep-alive and
+//! pipelining, a limit on every size and on time.
+
+pub mod conn;
+pub mod query;
+pub mod request;
+pub mod response;
+pub mod route;

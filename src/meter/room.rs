@@ -1,0 +1,217 @@
+//! A `/ws` room on its home core: its window, its members, and its broadcast. A room
+//! encodes its `{"average","count"}` frame once per broadcast into shared bytes with a
+//! version number and wakes its members; each member's connection writes the newest
+//! version it has not sent. A busy room broadcasts at most once per interval (values
+//! in between are folded into the next broadcast); a quiet one broadcasts at once.
+
+use super::value;
+use super::window::{Contribution, Window};
+use crate::config::Config;
+use crate::metrics::{Endpoint, Ignored, Rejected};
+use crate::runtime::shard::Shard;
+use crate::ws::frame::{self, Opcode};
+use crate::ws::slot::Slot;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Width of one window bucket: the old edge of the window is this precise.
+const BUCKET_MS: u64 = 100;
+/// Length of the rate-cap window for a client's values.
+const RATE_WINDOW_MS: u64 = 1000;
+
+/// The `/ws` rooms homed on one core.
+pub struct Rooms {
+    rooms: RefCell<HashMap<String, Rc<Room>>>,
+    window_ms: u64,
+    interval_ms: u64,
+    values_per_s_max: u32,
+}
+
+impl Rooms {
+    pub fn new(config: &Config) -> Rooms {
+        Rooms {
+            rooms: RefCell::new(HashMap::new()),
+            window_ms: config.meter_window_ms,
+            interval_ms: config.meter_interval_ms,
+            values_per_s_max: config.meter_values_per_s_max,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rooms.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Room {
+    name: String,
+    window: RefCell<Window>,
+    members: RefCell<Vec<Rc<Slot>>>,
+    frame: RefCell<Rc<[u8]>>,
+    version: Cell<u64>,
+    last_broadcast_ms: Cell<u64>,
+    /// A broadcast is already scheduled; new values wait for it.
+    flush_scheduled: Cell<bool>,
+    /// Reused for encoding the JSON of each broadcast.
+    json: RefCell<Vec<u8>>,
+}
+
+/// A connection's membership in a room.
+pub struct Member {
+    room: Rc<Room>,
+    slot: Rc<Slot>,
+    contribution: Contribution,
+    seen_version: u64,
+    rate_window_start_ms: u64,
+    rate_count: u32,
+}
+
+/// Puts a new connection into room `name`, creating it if need be.
+pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Rejected> {
+    let config = shard.config();
+    let existing = shard.ws.meter.rooms.borrow().get(name).cloned();
+    let room = match existing {
+        Some(room) => {
+            if room.members.borrow().len() >= config.room_clients_max {
+                return Err(Rejected::RoomFull);
+            }
+            room
+        }
+        None => {
+            if shard.ws.rooms_open() >= config.rooms_per_core_max {
+                return Err(Rejected::RoomsMax);
+            }
+            let meter = &shard.ws.meter;
+            let window = Window::new(meter.window_ms, BUCKET_MS.min(meter.window_ms))
+                .expect("window length was validated with the configuration");
+            let room = Rc::new(Room {
+                name: name.to_string(),
+                window: RefCell::new(window),
+                members: RefCell::new(Vec::new()),
+                frame: RefCell::new(Rc::from(&[][..])),
+                version: Cell::new(0),
+                last_broadcast_ms: Cell::new(0),
+                flush_scheduled: Cell::new(false),
+                json: RefCell::new(Vec::with_capacity(64)),
+            });
+            meter.rooms.borrow_mut().insert(name.to_string(), room.clone());
+            shard.metrics.room_delta(Endpoint::Meter, 1);
+            room
+        }
+    };
+    {
+        let mut members = room.members.borrow_mut();
+        slot.member_index.set(members.len());
+        members.push(slot.clone());
+    }
+    Ok(Member {
+        seen_version: room.version.get(),
+        room,
+        slot: slot.clone(),
+        contribution: Contribution::default(),
+        rate_window_start_ms: 0,
+        rate_count: 0,
+    })
+}
+
+impl Room {
+    /// Encodes the current average once and wakes every member to send it.
+    fn broadcast(&self, now_ms: u64) {
+        let reading = self.window.borrow_mut().read(now_ms);
+        let mut json = self.json.borrow_mut();
+        json.clear();
+        value::write_reading(reading.average, reading.count, &mut json);
+        let mut bytes = Vec::with_capacity(json.len() + frame::MAX_SERVER_HEADER_BYTES);
+        frame::encode_frame(Opcode::Text, &json, &mut bytes);
+        *self.frame.borrow_mut() = Rc::from(bytes);
+        self.version.set(self.version.get() + 1);
+        self.last_broadcast_ms.set(now_ms);
+        for slot in self.members.borrow().iter() {
+            slot.wake();
+        }
+    }
+
+    /// A value was accepted: broadcast now, or make sure one is scheduled.
+    fn on_value(self: &Rc<Self>, shard: &Rc<Shard>, now_ms: u64) {
+        let interval_ms = shard.ws.meter.interval_ms;
+        if self.flush_scheduled.get() {
+            return;
+        }
+        let due_ms = self.last_broadcast_ms.get() + interval_ms;
+        if interval_ms == 0 || self.version.get() == 0 || now_ms >= due_ms {
+            self.broadcast(now_ms);
+            return;
+        }
+        self.flush_scheduled.set(true);
+        let room = self.clone();
+        let shard = Rc::downgrade(shard);
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(Duration::from_millis(due_ms - now_ms)).await;
+            room.flush_scheduled.set(false);
+            if let Some(shard) = shard.upgrade() {
+                room.broadcast(shard.ws.now_ms());
+            }
+        })
+        .detach();
+    }
+}
+
+impl Member {
+    pub fn on_text(&mut self, shard: &Rc<Shard>, text: &[u8]) {
+        let Some(sample) = value::parse_value(text) else {
+            shard.metrics.ignored(Ignored::NotAValue);
+            return;
+        };
+        let now_ms = shard.ws.now_ms();
+        if now_ms.saturating_sub(self.rate_window_start_ms) >= RATE_WINDOW_MS {
+            self.rate_window_start_ms = now_ms;
+            self.rate_count = 0;
+        }
+        if self.rate_count >= shard.ws.meter.values_per_s_max {
+            shard.metrics.ignored(Ignored::RateLimited);
+            return;
+        }
+        self.rate_count += 1;
+        if self.room.window.borrow_mut().add(&mut self.contribution, sample, now_ms).is_err() {
+            shard.metrics.ignored(Ignored::NotAValue);
+            return;
+        }
+        self.room.on_value(shard, now_ms);
+    }
+
+    /// The room's newest frame if this member has not been sent it; skipped ones count
+    /// as conflated.
+    pub fn newest_broadcast(&mut self, shard: &Shard) -> Option<Rc<[u8]>> {
+        let version = self.room.version.get();
+        if version == self.seen_version {
+            return None;
+        }
+        let skipped = version - self.seen_version - 1;
+        if skipped > 0 {
+            shard.metrics.conflated(skipped);
+        }
+        self.seen_version = version;
+        Some(self.room.frame.borrow().clone())
+    }
+
+    /// Withdraws this member's samples and leaves; the last one out closes the room.
+    pub fn leave(mut self, shard: &Rc<Shard>) {
+        let now_ms = shard.ws.now_ms();
+        self.room.window.borrow_mut().withdraw(&mut self.contribution, now_ms);
+        let mut members = self.room.members.borrow_mut();
+        let index = self.slot.member_index.get();
+        members.swap_remove(index);
+        if let Some(moved) = members.get(index) {
+            moved.member_index.set(index);
+        }
+        if members.is_empty() {
+            shard.ws.meter.rooms.borrow_mut().remove(&self.room.name);
+            shard.metrics.room_delta(Endpoint::Meter, -1);
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! Per-core counters and latency histograms, touched only by their own core (plain
+//! `Cell`s, no atomics), merged only when `/metrics` is scraped: the scraping core asks
+//! every other core for a [`Snapshot`] over the mesh and renders Prometheus text.
+
+use hdrhistogram::Histogram;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Latencies are recorded in microseconds, up to one minute, 3 significant digits.
+const LATENCY_US_MAX: u64 = 60_000_000;
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid")
+}
+
+/// Why a WebSocket message was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ignored {
+    /// Not `{"value": <number>}`, or the value was 0 or out of range.
+    NotAValue,
+    /// Over the per-connection rate cap.
+    RateLimited,
+    /// A message on an endpoint that takes none, or a repeated/unknown confirm message.
+    Unexpected,
+}
+
+/// Why a connection or upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejected {
+    ConnectionsMax,
+    PerIpMax,
+    RoomsMax,
+    RoomFull,
+    HeadTimeout,
+}
+
+/// Open connections by endpoint; index into [`Metrics::open`].
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    Http = 0,
+    Meter = 1,
+    Stay = 2,
+    Confirm = 3,
+}
+
+const ENDPOINT_LABELS: [&str; 4] = ["http", "ws", "ws_stay", "ws_confirm"];
+
+/// One core's live counters.
+#[derive(Default)]
+pub struct Metrics {
+    pub open: [Cell<i64>; 4],
+    pub rooms_open: [Cell<i64>; 4],
+    pub ws_in: Cell<u64>,
+    pub ws_out: Cell<u64>,
+    pub ws_conflated: Cell<u64>,
+    ignored: RefCell<BTreeMap<Ignored, u64>>,
+    rejected: RefCell<BTreeMap<Rejected, u64>>,
+    http: RefCell<BTreeMap<(&'static str, u16), u64>>,
+    http_latency_us: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
+}
+
+fn bump<K: Ord>(map: &RefCell<BTreeMap<K, u64>>, key: K) {
+    *map.borrow_mut().entry(key).or_insert(0) += 1;
+}
+
+fn add(cell: &Cell<u64>, n: u64) {
+    cell.set(cell.get() + n);
+}
+
+impl Metrics {
+    pub fn opened(&self, endpoint: Endpoint) {
+        let cell = &self.open[endpoint as usize];
+        cell.set(cell.get() + 1);
+    }
+
+    pub fn closed(&self, endpoint: Endpoint) {
+        let cell = &self.open[endpoint as usize];
+        cell.set(cell.get() - 1);
+    }
+
+    /// A room, lobby or confirm batch came into being (`+1`) or went away (`-1`).
+    pub fn room_delta(&self, endpoint: Endpoint, delta: i64) {
+        let cell = &self.rooms_open[endpoint as usize];
+        cell.set(cell.get() + delta);
+    }
+
+    pub fn ws_in(&self) {
+        add(&self.ws_in, 1);
+    }
+
+    pub fn ws_out(&self, frames: u64) {
+        add(&self.ws_out, frames);
+    }
+
+    pub fn conflated(&self, frames: u64) {
+        add(&self.ws_conflated, frames);
+    }
+
+    pub fn ignored(&self, why: Ignored) {
+        bump(&self.ignored, why);
+    }
+
+    pub fn rejected(&self, why: Rejected) {
+        bump(&self.rejected, why);
+    }
+
+    pub fn http_request(&self, route: &'static str, status: u16, latency_us: u64) {
+        bump(&self.http, (route, status));
+        let mut histograms = self.http_latency_us.borrow_mut();
+        histograms
+            .entry(route)
+            .or_insert_with(latency_histogram)
+            .saturating_record(latency_us.max(1));
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            open: self.open.each_ref().map(Cell::get),
+            rooms_open: self.rooms_open.each_ref().map(Cell::get),
+            ws_in: self.ws_in.get(),
+            ws_out: self.ws_out.get(),
+            ws_conflated: self.ws_conflated.get(),
+            ignored: self.ignored.borrow().clone(),
+            rejected: self.rejected.borrow().clone(),
+            http: self.http.borrow().clone(),
+            http_latency_us: self.http_latency_us.borrow().clone(),
+            ..Snapshot::default()
+        }
+    }
+}
+
+/// Everything one or more cores counted, in a form that can cross cores and be summed.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub open: [i64; 4],
+    pub rooms_open: [i64; 4],
+    pub ws_in: u64,
+    pub ws_out: u64,
+    pub ws_conflated: u64,
+    pub ignored: BTreeMap<Ignored, u64>,
+    pub rejected: BTreeMap<Rejected, u64>,
+    pub http: BTreeMap<(&'static str, u16), u64>,
+    pub http_latency_us: BTreeMap<&'static str, Histogram<u64>>,
+    /// Filled in by the journal owner only.
+    pub journal: Option<JournalFigures>,
+    pub chant_fallbacks: u64,
+    pub chant_backend_successes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalFigures {
+    pub syncs: u64,
+    pub records: u64,
+    pub sync_latency_us: Histogram<u64>,
+}
+
+/// Orders counted from the shared index at scrape time.
+#[derive(Debug, Default)]
+pub struct OrderFigures {
+    /// `[menu index][status]`.
+    pub by_menu_and_status: [[u64; 3]; 4],
+}
+
+impl Snapshot {
+    pub fn merge(&mut self, other: Snapshot) {
+        for i in 0..4 {
+            self.open[i] += other.open[i];
+            self.rooms_open[i] += other.rooms_open[i];
+        }
+        self.ws_in += other.ws_in;
+        self.ws_out += other.ws_out;
+        self.ws_conflated += other.ws_conflated;
+        for (k, v) in other.ignored {
+            *self.ignored.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in other.rejected {
+            *self.rejected.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in other.http {
+            *self.http.entry(k).or_insert(0) += v;
+        }
+        for (k, h) in other.http_latency_us {
+            match self.http_latency_us.get_mut(k) {
+                Some(mine) => {
+                    let _ = mine.add(&h);
+                }
+                None => {
+                    self.http_latency_us.insert(k, h);
+                }
+            }
+        }
+        if other.journal.is_some() {
+            self.journal = other.journal;
+        }
+        self.chant_fallbacks += other.chant_fallbacks;
+        self.chant_backend_successes += other.chant_backend_successes;
+    }
+
+    /// Prometheus text exposition format, version 0.0.4.
+    pub fn render(&self, orders: &OrderFigures) -> String {
+        let mut out = String::with_capacity(4096);
+        let o = &mut out;
+        header(o, "kakigori_connections_open", "gauge", "Open connections by endpoint.");
+        for (i, label) in ENDPOINT_LABELS.iter().enumerate() {
+            let _ = writeln!(o, "kakigori_connections_open{{endpoint=\"{label}\"}} {}", self.open[i]);
+        }
+        header(o, "kakigori_rooms_open", "gauge", "Open /ws rooms, lobbies and confirm batches.");
+        for (i, label) in ENDPOINT_LABELS.iter().enumerate().skip(1) {
+            let _ = writeln!(o, "kakigori_rooms_open{{endpoint=\"{label}\"}} {}", self.rooms_open[i]);
+        }
+        header(o, "kakigori_ws_messages_in_total", "counter", "WebSocket messages received.");
+        let _ = writeln!(o, "kakigori_ws_messages_in_total {}", self.ws_in);
+        header(o, "kakigori_ws_messages_out_total", "counter", "WebSocket frames sent.");
+        let _ = writeln!(o, "kakigori_ws_messages_out_total {}", self.ws_out);
+        header(
+            o,
+            "kakigori_ws_messages_conflated_total",
+            "counter",
+            "Averages replaced by a newer one before a slow client read them.",
+        );
+        let _ = writeln!(o, "kakigori_ws_messages_conflated_total {}", self.ws_conflated);
+        header(o, "kakigori_ws_messages_ignored_total", "counter", "WebSocket messages ignored, by reason.");
+        for (why, label) in [
+            (Ignored::NotAValue, "not_a_value"),
+            (Ignored::RateLimited, "rate_limited"),
+            (Ignored::Unexpected, "unexpected"),
+        ] {
+            let n = self.ignored.get(&why).copied().unwrap_or(0);
+            let _ = writeln!(o, "kakigori_ws_messages_ignored_total{{reason=\"{label}\"}} {n}");
+        }
+        header(o, "kakigori_rejected_total", "counter", "Connections or upgrades refused by a limit.");
+        for (why, label) in [
+            (Rejected::ConnectionsMax, "connections_max"),
+            (Rejected::PerIpMax, "connections_per_ip_max"),
+            (Rejected::RoomsMax, "rooms_per_core_max"),
+            (Rejected::RoomFull, "room_clients_max"),
+            (Rejected::HeadTimeout, "head_timeout"),
+        ] {
+            let n = self.rejected.get(&why).copied().unwrap_or(0);
+            let _ = writeln!(o, "kakigori_rejected_total{{reason=\"{label}\"}} {n}");
+        }
+        header(o, "kakigori_orders", "gauge", "Orders in the journal by menu item and status.");
+        for (menu, row) in orders.by_menu_and_status.iter().enumerate() {
+            for (status, n) in row.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "kakigori_orders{{menu_item_id=\"{}\",status=\"{}\"}} {n}",
+                    crate::menu::MENU[menu].id,
+                    crate::orders::Status::ALL[status].as_str(),
+                );
+            }
+        }
+        if let Some(journal) = &self.journal {
+            header(o, "kakigori_journal_syncs_total", "counter", "fdatasync calls on the journal.");
+            let _ = writeln!(o, "kakigori_journal_syncs_total {}", journal.syncs);
+            header(o, "kakigori_journal_records_total", "counter", "Records made durable.");
+            let _ = writeln!(o, "kakigori_journal_records_total {}", journal.records);
+            header(o, "kakigori_journal_sync_seconds", "summary", "Journal write + fdatasync latency.");
+            summary(o, "kakigori_journal_sync_seconds", "", &journal.sync_latency_us);
+        }
+        header(o, "kakigori_http_requests_total", "counter", "HTTP requests by route and status.");
+        for ((route, status), n) in &self.http {
+            let _ = writeln!(o, "kakigori_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        }
+        header(o, "kakigori_http_request_seconds", "summary", "HTTP request latency by route.");
+        for (route, histogram) in &self.http_latency_us {
+            summary(o, "kakigori_http_request_seconds", &format!("route=\"{route}\""), histogram);
+        }
+        header(o, "kakigori_chant_fallbacks_total", "counter", "Chant lines served built-in after a backend failure.");
+        let _ = writeln!(o, "kakigori_chant_fallbacks_total {}", self.chant_fallbacks);
+        header(o, "kakigori_chant_backend_lines_total", "counter", "Chant lines served from the backend.");
+        let _ = writeln!(o, "kakigori_chant_backend_lines_total {}", self.chant_backend_successes);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn summary(out: &mut String, name: &str, labels: &str, histogram: &Histogram<u64>) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for quantile in [0.5, 0.9, 0.99, 0.999] {
+        let seconds = histogram.value_at_quantile(quantile) as f64 / 1e6;
+        let _ = writeln!(out, "{name}{{{labels}{sep}quantile=\"{quantile}\"}} {seconds}");
+    }
+    let sum_seconds = histogram.mean() * histogram.len() as f64 / 1e6;
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
+    let _ = writeln!(out, "{name}_count{braces} {}", histogram.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_snapshots_add_up() {
+        let a = Metrics::default();
+        a.http_request("menu", 200, 100);
+        a.opened(Endpoint::Meter);
+        a.ignored(Ignored::NotAValue);
+        let b = Metrics::default();
+        b.http_request("menu", 200, 300);
+        b.opened(Endpoint::Meter);
+        let mut total = a.snapshot();
+        total.merge(b.snapshot());
+        assert_eq!(total.http[&("menu", 200)], 2);
+        assert_eq!(total.http_latency_us["menu"].len(), 2);
+        assert_eq!(total.open[Endpoint::Meter as usize], 2);
+        let text = total.render(&OrderFigures::default());
+        assert!(text.contains("kakigori_http_requests_total{route=\"menu\",status=\"200\"} 2\n"));
+        assert!(text.contains("kakigori_connections_open{endpoint=\"ws\"} 2\n"));
+        assert!(text.contains("kakigori_ws_messages_ignored_total{reason=\"not_a_value\"} 1\n"));
+    }
+}

@@ -1,0 +1,267 @@
+//! The shared read index of committed orders: every core reads it without locks,
+//! only the owner core writes it.
+//!
+//! Order numbers are dense (1..=N), so an order's place is its number: a fixed
+//! directory of lazily allocated chunks, each a run of one-byte entries packing the
+//! menu index and the status. The writer stores an entry, then raises the committed
+//! count with `Release`; a reader loads the count with `Acquire` first, so every
+//! number it sees at or below the count has its entry (and its chunk) in place.
+//! Status changes overwrite one byte in place; a reader sees the old status or the
+//! new one, both of them committed states.
+
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+
+use crate::orders::{Order, Status};
+
+const CHUNK_BITS: u32 = 16;
+/// Entries per chunk: 64 KiB allocated once per 65,536 orders.
+const CHUNK_ENTRIES: usize = 1 << CHUNK_BITS;
+const DIRECTORY_SLOTS: usize = (OrderIndex::CAPACITY_MAX >> CHUNK_BITS) as usize;
+/// An entry is `menu << STATUS_BITS | status`.
+const STATUS_BITS: u32 = 2;
+const STATUS_MASK: u8 = (1 << STATUS_BITS) - 1;
+
+/// Committed orders by number, shared as `Arc<OrderIndex>`.
+pub struct OrderIndex {
+    /// Chunk `i` holds orders `i * CHUNK_ENTRIES + 1 ..= (i + 1) * CHUNK_ENTRIES`;
+    /// null until the first of them is published, never freed before `drop`.
+    directory: Box<[AtomicPtr<AtomicU8>]>,
+    /// The highest committed number.
+    committed: AtomicU64,
+}
+
+impl OrderIndex {
+    /// The most orders the index (and so the store) can hold: 2^28 = 268,435,456,
+    /// which costs 256 MiB of entries when full and 32 KiB of directory from the start.
+    pub const CAPACITY_MAX: u64 = 1 << 28;
+
+    pub fn new() -> Self {
+        OrderIndex {
+            directory: (0..DIRECTORY_SLOTS)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+            committed: AtomicU64::new(0),
+        }
+    }
+
+    /// The committed state of order `number`; `None` for 0 or anything above [`len`](Self::len).
+    pub fn get(&self, number: u64) -> Option<Order> {
+        if number == 0 || number > self.committed.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.entry(number - 1)?.load(Ordering::Acquire);
+        Some(Order {
+            number,
+            menu: entry >> STATUS_BITS,
+            status: Status::from_u8(entry & STATUS_MASK)?,
+        })
+    }
+
+    /// The highest committed order number.
+    pub fn len(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a committed order. Single writer only (the owner core): `order.number`
+    /// is either an existing number (a status change) or `len() + 1`.
+    ///
+    /// Panics on any other number, at [`CAPACITY_MAX`](Self::CAPACITY_MAX), or on a
+    /// menu index that does not fit the entry: each means the caller lost track of
+    /// what is committed.
+    pub fn publish(&self, order: Order) {
+        assert!(
+            order.menu < 1 << (8 - STATUS_BITS),
+            "menu index {} does not fit an index entry",
+            order.menu
+        );
+        let committed = self.committed.load(Ordering::Relaxed);
+        let entry = order.menu << STATUS_BITS | order.status as u8;
+        if order.number >= 1 && order.number <= committed {
+            self.entry(order.number - 1)
+                .expect("a committed order's chunk exists")
+                .store(entry, Ordering::Release);
+            return;
+        }
+        assert_eq!(
+            order.number,
+            committed + 1,
+            "published order number is neither committed nor the next one"
+        );
+        assert!(
+            order.number <= Self::CAPACITY_MAX,
+            "the order index is full ({} orders)",
+            Self::CAPACITY_MAX
+        );
+        let position = order.number - 1;
+        let slot = &self.directory[(position >> CHUNK_BITS) as usize];
+        if slot.load(Ordering::Acquire).is_null() {
+            let fresh = allocate_chunk();
+            // A compare-exchange rather than a store keeps even a second, mistaken
+            // writer memory-safe: the loser frees its own chunk, nobody else's.
+            if slot
+                .compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // SAFETY: `fresh` came from `allocate_chunk` and was never shared.
+                unsafe { free_chunk(fresh) };
+            }
+        }
+        self.entry(position)
+            .expect("the chunk was just installed")
+            .store(entry, Ordering::Release);
+        self.committed.store(order.number, Ordering::Release);
+    }
+
+    /// Every committed order, ascending by number, up to the count when the walk began.
+    pub fn iter(&self) -> impl Iterator<Item = Order> + '_ {
+        (1..=self.len()).filter_map(move |number| self.get(number))
+    }
+
+    /// The entry at 0-based `position`, if its chunk exists.
+    fn entry(&self, position: u64) -> Option<&AtomicU8> {
+        let chunk = self
+            .directory
+            .get((position >> CHUNK_BITS) as usize)?
+            .load(Ordering::Acquire);
+        if chunk.is_null() {
+            return None;
+        }
+        let offset = (position & (CHUNK_ENTRIES as u64 - 1)) as usize;
+        // SAFETY: a non-null directory pointer is a live chunk of CHUNK_ENTRIES entries
+        // (installed by `publish`, freed only by `drop`, which needs `&mut self`), and
+        // `offset < CHUNK_ENTRIES`.
+        Some(unsafe { &*chunk.add(offset) })
+    }
+}
+
+impl Default for OrderIndex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for OrderIndex {
+    fn drop(&mut self) {
+        for slot in self.directory.iter_mut() {
+            let chunk = *slot.get_mut();
+            if !chunk.is_null() {
+                // SAFETY: installed by `publish` from `allocate_chunk`; `&mut self`
+                // means no reader holds an entry any more.
+                unsafe { free_chunk(chunk) };
+            }
+        }
+    }
+}
+
+fn allocate_chunk() -> *mut AtomicU8 {
+    let chunk: Box<[AtomicU8]> = (0..CHUNK_ENTRIES).map(|_| AtomicU8::new(0)).collect();
+    Box::into_raw(chunk).cast::<AtomicU8>()
+}
+
+/// # Safety
+/// `chunk` must come from [`allocate_chunk`], be freed once, and have no reader left.
+unsafe fn free_chunk(chunk: *mut AtomicU8) {
+    drop(Box::from_raw(ptr::slice_from_raw_parts_mut(
+        chunk,
+        CHUNK_ENTRIES,
+    )));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::menu::{MenuIndex, MENU};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn order(number: u64) -> Order {
+        Order {
+            number,
+            menu: (number % MENU.len() as u64) as MenuIndex,
+            status: Status::Pending,
+        }
+    }
+
+    #[test]
+    fn empty_index_has_nothing() {
+        let index = OrderIndex::new();
+        assert!(index.is_empty());
+        assert_eq!(index.len(), 0);
+        assert_eq!(index.get(0), None);
+        assert_eq!(index.get(1), None);
+        assert_eq!(index.iter().count(), 0);
+    }
+
+    #[test]
+    fn publish_get_iter_and_status_changes_across_chunks() {
+        let index = OrderIndex::new();
+        let count = 2 * CHUNK_ENTRIES as u64 + 3;
+        for number in 1..=count {
+            index.publish(order(number));
+            assert_eq!(index.len(), number);
+        }
+        for number in [1, CHUNK_ENTRIES as u64, CHUNK_ENTRIES as u64 + 1, count] {
+            assert_eq!(index.get(number), Some(order(number)));
+            let moved = Order {
+                status: Status::WaitingPickup,
+                ..order(number)
+            };
+            index.publish(moved);
+            assert_eq!(index.get(number), Some(moved));
+        }
+        assert_eq!(index.get(0), None);
+        assert_eq!(index.get(count + 1), None);
+        assert_eq!(index.len(), count);
+        assert!(!index.is_empty());
+        let numbers: Vec<u64> = index.iter().map(|o| o.number).collect();
+        assert_eq!(numbers, (1..=count).collect::<Vec<_>>());
+        assert_eq!(
+            index.iter().filter(|o| o.status == Status::WaitingPickup).count(),
+            4
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "neither committed nor the next one")]
+    fn publishing_a_gap_is_refused() {
+        let index = OrderIndex::new();
+        index.publish(order(2));
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_number_without_its_entry() {
+        let index = Arc::new(OrderIndex::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let total = 3 * CHUNK_ENTRIES as u64;
+        let reader = {
+            let index = Arc::clone(&index);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let len = index.len();
+                    if len > 0 {
+                        assert_eq!(index.get(len), Some(order(len)), "len {len}");
+                        assert_eq!(index.get(len / 2 + 1), Some(order(len / 2 + 1)));
+                        checks += 1;
+                    }
+                    if finished {
+                        return checks;
+                    }
+                }
+            })
+        };
+        for number in 1..=total {
+            index.publish(order(number));
+        }
+        done.store(true, Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(index.len(), total);
+    }
+}

@@ -1,0 +1,144 @@
+//! Starting the server: recover the journal, reserve the port, then one glommio executor
+//! per core, each with its own SO_REUSEPORT listener, joined by a channel mesh.
+
+pub mod listen;
+pub mod mesh;
+pub mod shard;
+
+use crate::config::Config;
+use crate::orders::index::OrderIndex;
+use crate::orders::journal::{self, Recovered};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+use mesh::CoreMsg;
+use shard::{Shard, Shared, JOURNAL_OWNER};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// io_uring buffer memory per executor. glommio pins it, and an unprivileged service
+/// has an 8 MiB RLIMIT_MEMLOCK for everything: sockets here are readiness-polled and
+/// need none of it, so keep it at the minimum.
+const IO_MEMORY_BYTES: usize = 128 << 10;
+
+pub const JOURNAL_FILE: &str = "orders.journal";
+
+/// Runs the server until every executor stops. Errors are fit to show the operator.
+pub fn run(config: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let staff_token = crate::staff::load_or_create(config.staff_token.as_deref(), &config.data_dir)
+        .map_err(|e| format!("cannot read or create the staff token in {}: {e}", config.data_dir.display()))?;
+    let journal_path = config.data_dir.join(JOURNAL_FILE);
+    let recovered = journal::recover(&journal_path).map_err(|e| e.to_string())?;
+    let index = Arc::new(OrderIndex::new());
+    for order in &recovered.orders {
+        index.publish(*order);
+    }
+    log::info!("journal {} holds {} orders", journal_path.display(), index.len());
+
+    let reservation = listen::reserve(config.listen)
+        .map_err(|e| format!("cannot bind {}: {e}", config.listen))?;
+    let addr = reservation.addr;
+    let cores = config.cores;
+    let cpus = allowed_cpus().map_err(|e| format!("cannot read the CPU topology: {e}"))?;
+    let shared = Arc::new(Shared {
+        config,
+        staff_token,
+        index,
+        connections: AtomicUsize::new(0),
+    });
+    let mesh = MeshBuilder::<CoreMsg, _>::full(cores, mesh::CHANNEL_CAPACITY);
+    let recovered = Arc::new(Mutex::new(Some(recovered)));
+    let (ready_sender, ready) = mpsc::channel::<Result<(), String>>();
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, Some(cpus)))
+        .name("kakigori")
+        .io_memory(IO_MEMORY_BYTES)
+        .preempt_timer(Duration::from_millis(10))
+        .on_all_shards(move || {
+            let shared = shared.clone();
+            let mesh = mesh.clone();
+            let recovered = recovered.clone();
+            let ready = ready_sender.clone();
+            let journal_path = journal_path.clone();
+            async move {
+                let result = serve_core(shared, mesh, recovered, journal_path, addr, ready.clone()).await;
+                if let Err(e) = &result {
+                    let _ = ready.send(Err(e.clone()));
+                }
+                result
+            }
+        })
+        .map_err(|e| format!("cannot start executors: {e}"))?;
+    for _ in 0..cores {
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("an executor stopped during start-up".into()),
+        }
+    }
+    drop(reservation);
+    log::info!("listening on {addr} with {cores} cores");
+    for result in handles.join_all() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(format!("executor failed: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on (it may have been started under `taskset`).
+fn allowed_cpus() -> glommio::Result<CpuSet, ()> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
+    let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask) } == 0;
+    let online = CpuSet::online()?;
+    // SAFETY: CPU_ISSET reads the mask filled above; cpu ids are below CPU_SETSIZE.
+    Ok(online.filter(|location| !ok || unsafe { libc::CPU_ISSET(location.cpu, &mask) }))
+}
+
+async fn serve_core(
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>,
+    recovered: Arc<Mutex<Option<Recovered>>>,
+    journal_path: PathBuf,
+    addr: SocketAddr,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> Result<(), String> {
+    let cores = shared.config.cores;
+    let (senders, receivers) = mesh.join().await.map_err(|e| format!("cannot join the core mesh: {e}"))?;
+    let id = senders.peer_id();
+    let book = if id == JOURNAL_OWNER {
+        let recovered = recovered.lock().expect("start-up lock").take().expect("journal recovered once");
+        let book = crate::orders::book::OrderBook::start(&journal_path, recovered, shared.index.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        Some(book)
+    } else {
+        None
+    };
+    let shard = Rc::new(Shard::new(id, cores, shared, senders, book));
+    shard.listen_to_peers(receivers);
+    crate::ws::registry::start_sweeper(&shard);
+    let listener = TcpListener::bind(addr).map_err(|e| format!("core {id} cannot bind {addr}: {e}"))?;
+    let _ = ready.send(Ok(()));
+    drop(ready);
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(crate::http::conn::serve(shard.clone(), stream)).detach();
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                log::warn!("core {id}: accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

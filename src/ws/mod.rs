@@ -1,0 +1,121 @@
+//! WebSockets (RFC 6455) for `/ws`, `/ws/stay` and `/ws/confirm`: the handshake, the
+//! frame codec, and the life of a connection on its room's home core.
+
+pub mod conn;
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod registry;
+pub mod role;
+pub mod slot;
+pub mod upgrade;
+
+use crate::http::route::WsKind;
+use crate::metrics::{Endpoint, Rejected};
+use crate::runtime::mesh::Handoff;
+use crate::runtime::shard::Shard;
+use conn::{Connection, Ending};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use role::Role;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Close code for "try again later": a limit refused the connection.
+pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
+/// How long to wait for the client's answer to our close frame.
+const LINGER_MS: u64 = 1000;
+
+/// The core a room lives on: a stable hash (FNV-1a) of endpoint and name.
+pub fn home_core(kind: WsKind, room: &str, cores: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in [kind as u8].iter().chain(room.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % cores as u64) as usize
+}
+
+fn endpoint(kind: WsKind) -> Endpoint {
+    match kind {
+        WsKind::Meter => Endpoint::Meter,
+        WsKind::Stay => Endpoint::Stay,
+        WsKind::Confirm => Endpoint::Confirm,
+    }
+}
+
+/// Takes a freshly upgraded socket to its room: here, or on its home core.
+pub async fn start(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: String, leftover: Vec<u8>) {
+    let home = home_core(kind, &room, shard.cores);
+    if home == shard.id {
+        serve(shard, stream, kind, room, leftover).await;
+        return;
+    }
+    // SAFETY: dup(2) of a descriptor we own; the copy travels to the home core.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    drop(stream);
+    if fd >= 0 {
+        shard.hand_off(home, Handoff { fd, kind, room, leftover }).await;
+    }
+}
+
+/// A socket handed over by another core.
+pub fn adopt(shard: Rc<Shard>, handoff: Handoff) {
+    // SAFETY: the sender duplicated this descriptor for us and closed its own copy.
+    let stream = unsafe { TcpStream::from_raw_fd(handoff.fd) };
+    glommio::spawn_local(serve(shard, stream, handoff.kind, handoff.room, handoff.leftover)).detach();
+}
+
+/// Closes a socket that a limit refused before it joined anything.
+async fn refuse(shard: &Shard, mut stream: TcpStream, why: Rejected) {
+    shard.metrics.rejected(why);
+    let mut out = Vec::new();
+    frame::encode_close(CLOSE_TRY_AGAIN_LATER, "server busy, try again later", &mut out);
+    let _ = stream.write_all(&out).await;
+}
+
+/// The whole life of a WebSocket on its home core.
+async fn serve(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: String, leftover: Vec<u8>) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let permit = match shard.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(why) => return refuse(&shard, stream, why).await,
+    };
+    let slot = shard.ws.new_slot();
+    let joined = match kind {
+        WsKind::Meter => crate::meter::room::join(&shard, &room, &slot).map(Role::Meter),
+        WsKind::Stay => crate::lobby::join(&shard, &room, &slot).map(Role::Stay),
+        WsKind::Confirm => crate::confirm::join(&shard, &room, &slot).map(Role::Confirm),
+    };
+    let role = match joined {
+        Ok(role) => role,
+        Err(why) => {
+            shard.ws.drop_slot(&slot);
+            return refuse(&shard, stream, why).await;
+        }
+    };
+    let endpoint = endpoint(kind);
+    shard.metrics.opened(endpoint);
+    let mut connection = Connection::new(shard.clone(), stream, slot.clone(), role, leftover);
+    let ending = (&mut connection).await;
+    let (role, stream) = connection.into_parts();
+    role.leave(&shard, &slot);
+    shard.ws.drop_slot(&slot);
+    shard.metrics.closed(endpoint);
+    drop(permit);
+    if ending == Ending::ByServer {
+        linger(stream).await;
+    }
+}
+
+/// After our close frame, reads (and discards) until the client closes too, briefly.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = glommio::timer::timeout(Duration::from_millis(LINGER_MS), async {
+        let mut sink = [0u8; 256];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok(())
+    })
+    .await;
+}
