@@ -34,6 +34,9 @@ struct Connection {
     buf: Vec<u8>,
     filled: usize,
     out: Vec<u8>,
+    /// The client may still be sending bytes we will not read: drain before closing,
+    /// so the kernel does not answer them with a reset that destroys our error response.
+    linger: bool,
 }
 
 /// Serves one accepted connection until it closes or becomes a WebSocket.
@@ -60,15 +63,35 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         buf: vec![0; BUFFER_START_BYTES],
         filled: 0,
         out: Vec::new(),
+        linger: false,
     };
     let upgrade = connection.run().await;
     shard.metrics.closed(Endpoint::Http);
     drop(permit);
-    if let Ok(Some((kind, room, consumed))) = upgrade {
-        let Connection { stream, buf, filled, .. } = connection;
-        let leftover = buf[consumed..filled].to_vec();
-        crate::ws::start(shard, stream, kind, room, leftover).await;
+    match upgrade {
+        Ok(Some((kind, room, consumed))) => {
+            let Connection { stream, buf, filled, .. } = connection;
+            let leftover = buf[consumed..filled].to_vec();
+            crate::ws::start(shard, stream, kind, room, leftover).await;
+        }
+        Ok(None) if connection.linger => linger(connection.stream).await,
+        _ => {}
     }
+}
+
+/// How long a closing connection's unread input is drained.
+const LINGER_MS: u64 = 1000;
+
+/// Half-closes, then reads and discards until the client closes too (bounded in time),
+/// so our last response is not destroyed by a reset.
+pub async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write).await;
+    let _ = glommio::timer::timeout(Duration::from_millis(LINGER_MS), async {
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok(())
+    })
+    .await;
 }
 
 impl Connection {
@@ -216,6 +239,7 @@ impl Connection {
     /// Answers an error after which the byte stream cannot be trusted, and closes.
     fn fail(&mut self, status: Status, message: &str) -> Step {
         response::error(&mut self.out, status, message, true);
+        self.linger = true;
         self.shard.metrics.http_request("invalid", status.code(), 0);
         Step::Answered { consumed: self.filled, close: true }
     }

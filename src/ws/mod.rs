@@ -15,17 +15,14 @@ use crate::metrics::{Endpoint, Rejected};
 use crate::runtime::mesh::Handoff;
 use crate::runtime::shard::Shard;
 use conn::{Connection, Ending};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use role::Role;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
-use std::time::Duration;
 
 /// Close code for "try again later": a limit refused the connection.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
-/// How long to wait for the client's answer to our close frame.
-const LINGER_MS: u64 = 1000;
 
 /// The core a room lives on: a stable hash (FNV-1a) of endpoint and name.
 pub fn home_core(kind: WsKind, room: &str, cores: usize) -> usize {
@@ -105,17 +102,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: String, 
     shard.metrics.closed(endpoint);
     drop(permit);
     if ending == Ending::ByServer {
-        linger(stream).await;
+        // After our close frame the client may still answer it.
+        crate::http::conn::linger(stream).await;
     }
-}
-
-/// After our close frame, reads (and discards) until the client closes too, briefly.
-async fn linger(mut stream: TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write).await;
-    let _ = glommio::timer::timeout(Duration::from_millis(LINGER_MS), async {
-        let mut sink = [0u8; 256];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok(())
-    })
-    .await;
 }
