@@ -1,0 +1,273 @@
+//! `idle`: hold N WebSocket connections on /ws and check they all survive.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::sync::Semaphore;
+
+use crate::cli::Opts;
+use crate::common::{sleep_until, Ctx, Stop};
+use crate::net;
+use crate::stats::Kind;
+use crate::ws::{Ev, WsError, OP_PING, OP_PONG};
+
+pub struct Cfg {
+    pub connections: usize,
+    pub rooms: usize,
+    pub per_source: usize,
+    pub conc: usize,
+    pub ping_timeout: Duration,
+}
+
+impl Cfg {
+    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
+        let c = Cfg {
+            connections: o.usize("connections")?,
+            rooms: o.usize("rooms")?.max(1),
+            per_source: o.usize("conns-per-source")?,
+            conc: o.usize("connect-concurrency")?.max(1),
+            ping_timeout: Duration::from_secs_f64(o.f64("ping-timeout-s")?.max(0.001)),
+        };
+        if c.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    ConnectFailed,
+    Dropped,
+    NoPong,
+    Survived,
+}
+
+enum Wake {
+    Read(Result<usize, WsError>),
+    Stop,
+}
+
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+    let st = ctx.stats.clone();
+    let open = st.counter("open", Kind::Gauge);
+    let opened = st.counter("opened", Kind::Rate);
+    let server_pings = st.counter("server_pings_answered", Kind::Total);
+    let dropped = st.counter("dropped_by_server", Kind::Total);
+    let survived = st.counter("survived_with_pong", Kind::Total);
+    let close_ok = st.counter("close_handshakes_ok", Kind::Total);
+    let h_connect = st.hist("connect");
+    let h_ping = st.hist("final_ping_rtt");
+    let stop = Stop::new(cfg.connections);
+    let sem = Rc::new(Semaphore::new(cfg.conc as u64));
+    let bind = cfg.per_source > 0 && net::is_v4_loopback(&ctx.target.addr);
+    let sources = if bind {
+        cfg.connections.div_ceil(cfg.per_source)
+    } else {
+        0
+    };
+    if bind {
+        st.note(format!(
+            "client sockets bound to {} .. {} ({} connections each)",
+            net::source_addr(0),
+            net::source_addr(sources - 1),
+            cfg.per_source
+        ));
+    }
+    let rss0 = net::self_rss_kb();
+    let start = Instant::now();
+    let deadline = start + ctx.duration;
+    let mut tasks = Vec::with_capacity(cfg.connections);
+    for i in 0..cfg.connections {
+        let (ctx, cfg, sem, stop) = (ctx.clone(), cfg.clone(), sem.clone(), stop.clone());
+        let (open, opened, server_pings, dropped, survived, close_ok, h_connect, h_ping) = (
+            open.clone(),
+            opened.clone(),
+            server_pings.clone(),
+            dropped.clone(),
+            survived.clone(),
+            close_ok.clone(),
+            h_connect.clone(),
+            h_ping.clone(),
+        );
+        tasks.push(glommio::spawn_local(async move {
+            let st = &ctx.stats;
+            let src = if bind {
+                Some(net::source_addr(i / cfg.per_source))
+            } else {
+                None
+            };
+            let path = format!("/ws?room={}-idle-{}", ctx.run_id, i % cfg.rooms);
+            let mut ws = {
+                let Ok(_permit) = sem.acquire_permit(1).await else {
+                    return Outcome::ConnectFailed;
+                };
+                if stop.fired() {
+                    return Outcome::ConnectFailed;
+                }
+                let t = Instant::now();
+                match ctx.ws("idle connect", &path, src, 128).await {
+                    Some(ws) => {
+                        h_connect.since(t);
+                        ws
+                    }
+                    None => return Outcome::ConnectFailed,
+                }
+            };
+            open.inc();
+            opened.inc();
+            // hold: answer pings, stay silent, until the stop signal
+            let mut alive = true;
+            'hold: loop {
+                loop {
+                    match ws.next_event() {
+                        Ok(Some(Ev::Ping)) => {
+                            let p = ws.payload().to_vec();
+                            if let Err(e) = ws.send_frame(OP_PONG, &p).await {
+                                ctx.ws_failed("idle pong", &e);
+                                alive = false;
+                                break 'hold;
+                            }
+                            server_pings.inc();
+                        }
+                        Ok(Some(Ev::Close(code))) => {
+                            st.violation("idle: server closed an idle connection", || {
+                                format!("{path}: close code {code:?} after {:.1} s", start.elapsed().as_secs_f64())
+                            });
+                            let _ = ws.send_close(code.unwrap_or(1000)).await;
+                            alive = false;
+                            break 'hold;
+                        }
+                        Ok(Some(Ev::Text)) | Ok(Some(Ev::Binary)) => {
+                            st.violation("idle: unexpected message on a silent connection", || {
+                                format!("{path}: {}", String::from_utf8_lossy(ws.payload()))
+                            });
+                        }
+                        Ok(Some(Ev::Pong)) => {}
+                        Ok(None) => break,
+                        Err(e) => {
+                            ctx.ws_failed("idle hold", &e);
+                            alive = false;
+                            break 'hold;
+                        }
+                    }
+                }
+                if stop.fired() {
+                    break;
+                }
+                let w = future::or(async { Wake::Read(ws.fill().await) }, async {
+                    stop.wait(i).await;
+                    Wake::Stop
+                })
+                .await;
+                match w {
+                    Wake::Read(Ok(0)) => {
+                        ctx.ws_failed("idle hold", &WsError::Eof);
+                        alive = false;
+                        break;
+                    }
+                    Wake::Read(Ok(_)) => {}
+                    Wake::Read(Err(e)) => {
+                        ctx.ws_failed("idle hold", &e);
+                        alive = false;
+                        break;
+                    }
+                    Wake::Stop => break,
+                }
+            }
+            open.dec();
+            if !alive {
+                dropped.inc();
+                return Outcome::Dropped;
+            }
+            // final check: ping -> pong
+            let t = Instant::now();
+            let payload = (i as u32).to_be_bytes();
+            if let Err(e) = ws.send_frame(OP_PING, &payload).await {
+                ctx.ws_failed("idle final ping", &e);
+                return Outcome::NoPong;
+            }
+            let got = net::timeout(cfg.ping_timeout, async {
+                loop {
+                    match ws.recv().await {
+                        Ok(Ev::Pong) if ws.payload() == payload => return Ok(()),
+                        Ok(Ev::Pong) => {}
+                        Ok(Ev::Close(c)) => return Err(format!("closed with {c:?} instead of pong")),
+                        Ok(_) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            })
+            .await;
+            match got {
+                Some(Ok(())) => {
+                    h_ping.since(t);
+                    survived.inc();
+                }
+                Some(Err(e)) => {
+                    st.violation("idle: final ping not answered", || e);
+                    return Outcome::NoPong;
+                }
+                None => {
+                    st.violation("idle: final ping not answered", || {
+                        format!("no pong within {:?}", cfg.ping_timeout)
+                    });
+                    return Outcome::NoPong;
+                }
+            }
+            match net::timeout(ctx.timeout, ws.close(1000)).await {
+                Some(Ok(_)) => close_ok.inc(),
+                Some(Err(WsError::Eof)) | None => st.violation("idle: close handshake not completed", || {
+                    "no close frame in answer to ours".into()
+                }),
+                Some(Err(e)) => ctx.ws_failed("idle close", &e),
+            }
+            Outcome::Survived
+        }));
+    }
+    // wait for the ramp to finish (or the deadline), report it, then hold
+    loop {
+        let done = opened.get() + tasks_failed(&st);
+        if done >= cfg.connections as u64 || Instant::now() >= deadline {
+            break;
+        }
+        net::sleep(Duration::from_millis(20)).await;
+    }
+    let ramp = start.elapsed().as_secs_f64();
+    let n_open = open.get();
+    let rss1 = net::self_rss_kb();
+    st.metric("ramp_s", ramp);
+    st.metric("connections_open_after_ramp", n_open as f64);
+    if n_open > 0 {
+        st.metric(
+            "harness_rss_bytes_per_connection",
+            (rss1.saturating_sub(rss0) as f64 * 1024.0) / n_open as f64,
+        );
+    }
+    sleep_until(deadline).await;
+    let at_end = open.get();
+    stop.fire();
+    let mut counts = [0u64; 4];
+    let hard = Instant::now() + cfg.ping_timeout + ctx.timeout + Duration::from_secs(5);
+    for t in tasks {
+        match net::timeout(hard.saturating_duration_since(Instant::now()), t).await {
+            Some(o) => counts[o as usize] += 1,
+            None => st.error("idle: connection task did not finish", String::new),
+        }
+    }
+    st.metric("open_at_end", at_end as f64);
+    st.metric("connect_failed", counts[Outcome::ConnectFailed as usize] as f64);
+    st.metric("dropped", counts[Outcome::Dropped as usize] as f64);
+    st.metric("no_pong", counts[Outcome::NoPong as usize] as f64);
+    st.metric("survived", counts[Outcome::Survived as usize] as f64);
+    st.metric(
+        "survival_ratio",
+        counts[Outcome::Survived as usize] as f64 / cfg.connections as f64,
+    );
+}
+
+/// Connections that gave up during the ramp are visible as errors/violations.
+fn tasks_failed(st: &crate::stats::Stats) -> u64 {
+    st.errors.total() + st.violations.total()
+}

@@ -1,0 +1,533 @@
+//! `meter`: chant-meter fan-out on /ws?room=R.
+//!
+//! Probe-room design: the single probe sender sends 1, 2, 3, ... so the 5 s
+//! window always holds a consecutive run j..=k and a broadcast
+//! {"average":a,"count":n} names its newest value: k = a + (n-1)/2 (see
+//! `proto::probe_newest`). Each listener records recv_time - send_time(m) for
+//! every value m first reflected by that broadcast.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::sync::Semaphore;
+use glommio::timer::Timer;
+use rand::Rng;
+
+use crate::cli::Opts;
+use crate::common::{sleep_until, Ctx, Stop};
+use crate::proto;
+use crate::stats::{Counter, Hist, Kind};
+use crate::ws::{Ev, WsConn, WsError, OP_PONG};
+
+pub struct Cfg {
+    pub rooms: usize,
+    pub clients: usize,
+    pub senders: usize,
+    pub hz: f64,
+    pub probe_rooms: usize,
+    pub probe_hz: f64,
+    pub junk_pct: f64,
+    pub max_bhz: f64,
+    pub conc: usize,
+    pub prefix: Option<String>,
+}
+
+impl Cfg {
+    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
+        let clients = o.usize("clients")?;
+        let senders = o.opt_u64("senders")?.map(|s| s as usize).unwrap_or(clients);
+        let c = Cfg {
+            rooms: o.usize("rooms")?,
+            clients,
+            senders,
+            hz: o.f64("hz")?,
+            probe_rooms: o.usize("probe-rooms")?,
+            probe_hz: o.f64("probe-hz")?,
+            junk_pct: o.pct("junk-pct")?,
+            max_bhz: o.f64("max-broadcast-hz")?,
+            conc: o.usize("connect-concurrency")?.max(1),
+            prefix: o.str("room-prefix"),
+        };
+        if c.clients == 0 {
+            return Err("--clients must be at least 1".into());
+        }
+        if c.senders > c.clients {
+            return Err("--senders cannot exceed --clients".into());
+        }
+        if c.rooms + c.probe_rooms == 0 {
+            return Err("need at least one room (--rooms or --probe-rooms)".into());
+        }
+        if c.rooms > 0 && c.senders > 0 && c.hz <= 0.0 {
+            return Err("--hz must be > 0".into());
+        }
+        if c.probe_rooms > 0 && c.probe_hz <= 0.0 {
+            return Err("--probe-hz must be > 0".into());
+        }
+        if c.hz > 1000.0 || c.probe_hz > 1000.0 {
+            return Err("--hz/--probe-hz above 1000 per sender is not a chant".into());
+        }
+        Ok(c)
+    }
+}
+
+struct Room {
+    name: String,
+    probe: bool,
+    clients: usize,
+    senders: usize,
+    hz: f64,
+    /// Frames received by all clients of the room.
+    frames: Cell<u64>,
+    /// Values (not junk) sent into the room.
+    values: Cell<u64>,
+    /// Probe: send time of value v at index v-1.
+    sent: RefCell<Vec<Instant>>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Sender,
+    Listener,
+    Probe,
+}
+
+struct Shared {
+    ctx: Rc<Ctx>,
+    cfg: Rc<Cfg>,
+    open: Rc<Counter>,
+    sent: Rc<Counter>,
+    recv: Rc<Counter>,
+    junk: Rc<Counter>,
+    probe_values: Rc<Counter>,
+    conflated: Rc<Counter>,
+    closed_ok: Rc<Counter>,
+    h_fanout: Rc<Hist>,
+    h_echo: Rc<Hist>,
+    send_until: Cell<Instant>,
+    stop: Rc<Stop>,
+}
+
+const JUNK: [&str; 4] = [
+    "{\"value\":0}",
+    "{\"value\":\"loud\"}",
+    "not json at all",
+    "{\"volume\":5}",
+];
+
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+    let st = ctx.stats.clone();
+    let prefix = cfg.prefix.clone().unwrap_or_else(|| ctx.run_id.clone());
+    let mut rooms = Vec::new();
+    for i in 0..cfg.rooms {
+        rooms.push(Rc::new(Room {
+            name: format!("{prefix}-m{i}"),
+            probe: false,
+            clients: cfg.clients,
+            senders: cfg.senders,
+            hz: cfg.hz,
+            frames: Cell::new(0),
+            values: Cell::new(0),
+            sent: RefCell::new(Vec::new()),
+        }));
+    }
+    for i in 0..cfg.probe_rooms {
+        rooms.push(Rc::new(Room {
+            name: format!("{prefix}-p{i}"),
+            probe: true,
+            clients: cfg.clients,
+            senders: 1,
+            hz: cfg.probe_hz,
+            frames: Cell::new(0),
+            values: Cell::new(0),
+            sent: RefCell::new(Vec::new()),
+        }));
+    }
+    let total: usize = rooms.iter().map(|r| r.clients).sum();
+    let sh = Rc::new(Shared {
+        open: st.counter("open", Kind::Gauge),
+        sent: st.counter("sent", Kind::Rate),
+        recv: st.counter("recv", Kind::Rate),
+        junk: st.counter("junk_sent", Kind::Total),
+        probe_values: st.counter("probe_values", Kind::Total),
+        conflated: st.counter("probe_values_conflated", Kind::Total),
+        closed_ok: st.counter("close_handshakes_ok", Kind::Total),
+        h_fanout: st.hist("probe_fanout"),
+        h_echo: st.hist("probe_sender_echo"),
+        send_until: Cell::new(Instant::now() + Duration::from_secs(3600)),
+        stop: Stop::new(total),
+        ctx: ctx.clone(),
+        cfg: cfg.clone(),
+    });
+    let h_connect = st.hist("connect");
+
+    // Ramp-up: open every connection (bounded concurrency), not measured.
+    let sem = Rc::new(Semaphore::new(cfg.conc as u64));
+    let mut pending = Vec::with_capacity(total);
+    for room in &rooms {
+        for ci in 0..room.clients {
+            let role = if room.probe {
+                if ci == 0 {
+                    Role::Probe
+                } else {
+                    Role::Listener
+                }
+            } else if ci < room.senders {
+                Role::Sender
+            } else {
+                Role::Listener
+            };
+            let (sem, ctx, room, h, open) = (
+                sem.clone(),
+                ctx.clone(),
+                room.clone(),
+                h_connect.clone(),
+                sh.open.clone(),
+            );
+            pending.push(glommio::spawn_local(async move {
+                let _p = sem.acquire_permit(1).await.ok()?;
+                let t = Instant::now();
+                let path = format!("/ws?room={}", room.name);
+                let ws = ctx.ws("meter connect", &path, None, 2048).await?;
+                h.since(t);
+                open.inc();
+                Some((room, role, ws))
+            }));
+        }
+    }
+    let mut conns = Vec::with_capacity(total);
+    for p in pending {
+        if let Some(c) = p.await {
+            conns.push(c);
+        }
+    }
+    if conns.len() < total {
+        st.note(format!(
+            "only {} of {} connections opened",
+            conns.len(),
+            total
+        ));
+    }
+
+    // Measured phase.
+    st.start_window();
+    let start = Instant::now();
+    let send_until = start + ctx.duration;
+    sh.send_until.set(send_until);
+    let mut rng = ctx.rng();
+    let mut tasks = Vec::with_capacity(conns.len());
+    for (slot, (room, role, ws)) in conns.into_iter().enumerate() {
+        let first = match role {
+            Role::Sender => start + Duration::from_secs_f64(rng.gen_range(0.0..1.0) / room.hz),
+            Role::Probe => start,
+            Role::Listener => send_until,
+        };
+        tasks.push(glommio::spawn_local(conn_task(
+            sh.clone(),
+            room,
+            ws,
+            role,
+            slot,
+            first,
+        )));
+    }
+    sleep_until(send_until).await;
+    // grace period for the last broadcasts, then everybody closes
+    crate::net::sleep(Duration::from_millis(600)).await;
+    sh.stop.fire();
+    st.end_window();
+    let window = st.window_s();
+    let hard = Instant::now() + ctx.timeout + Duration::from_secs(2);
+    for t in tasks {
+        if crate::net::timeout(hard.saturating_duration_since(Instant::now()), t)
+            .await
+            .is_none()
+        {
+            st.error("meter: connection task did not finish closing", String::new);
+        }
+    }
+
+    // Derived metrics.
+    let mut load_frames = 0u64;
+    let mut naive = 0u64;
+    let mut max_rate = 0f64;
+    for r in rooms.iter().filter(|r| !r.probe) {
+        load_frames += r.frames.get();
+        naive += r.values.get() * r.clients as u64;
+        let per_client = r.frames.get() as f64 / r.clients as f64 / window.max(1e-9);
+        if per_client > max_rate {
+            max_rate = per_client;
+        }
+        if cfg.max_bhz > 0.0 && per_client > cfg.max_bhz * 1.1 + 1.0 {
+            st.violation("meter: fan-out above the per-client broadcast bound", || {
+                format!(
+                    "room {}: {per_client:.1} frames/s per client > {} (SPEC 2.1 bounded fan-out)",
+                    r.name, cfg.max_bhz
+                )
+            });
+        }
+    }
+    if cfg.rooms > 0 {
+        let values: u64 = rooms.iter().filter(|r| !r.probe).map(|r| r.values.get()).sum();
+        st.metric("load_values_per_s", values as f64 / window.max(1e-9));
+        st.metric(
+            "delivered_frames_per_s",
+            sh.recv.get() as f64 / window.max(1e-9),
+        );
+        if naive > 0 {
+            st.metric("delivery_ratio", load_frames as f64 / naive as f64);
+            st.metric(
+                "frames_per_value",
+                load_frames as f64 / values.max(1) as f64,
+            );
+        }
+        st.metric("max_frames_per_client_per_s", max_rate);
+    }
+    if cfg.probe_rooms > 0 {
+        let pv = sh.probe_values.get();
+        st.metric(
+            "probe_conflated_fraction",
+            if pv == 0 {
+                0.0
+            } else {
+                sh.conflated.get() as f64 / (pv as f64 * (cfg.clients as f64))
+            },
+        );
+        if sh.h_fanout.count() == 0 && cfg.clients > 1 {
+            st.violation("meter probe: no probe value was ever reflected", || {
+                "probe listeners received no usable broadcast".into()
+            });
+        }
+    }
+}
+
+enum Wake {
+    Read(Result<usize, WsError>),
+    Tick,
+    Stop,
+}
+
+async fn conn_task(
+    sh: Rc<Shared>,
+    room: Rc<Room>,
+    mut ws: WsConn,
+    role: Role,
+    slot: usize,
+    first: Instant,
+) {
+    let ctx = &sh.ctx;
+    let st = &ctx.stats;
+    let period = Duration::from_secs_f64(1.0 / room.hz.max(1e-9));
+    let mut next = first;
+    let sending = role != Role::Listener;
+    let mut timer = if sending {
+        Some(Timer::new(next.saturating_duration_since(Instant::now())))
+    } else {
+        None
+    };
+    let mut rng = ctx.rng();
+    let mut last_seen = 0u64;
+    let max_count = ((room.senders as f64) * room.hz * 5.2).ceil() as u64 + room.senders as u64 + 1;
+    let win_lo = ((5.0 * room.hz).floor() as u64).saturating_sub(2).max(1);
+    let win_hi = (5.1 * room.hz).ceil() as u64 + 2;
+    let mut server_closed = false;
+    'outer: loop {
+        // handle everything already buffered
+        loop {
+            match ws.next_event() {
+                Ok(Some(Ev::Text)) => {
+                    sh.recv.inc();
+                    room.frames.set(room.frames.get() + 1);
+                    let a = match proto::parse_avg(ws.payload()) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            st.violation("meter: broadcast shape", || e);
+                            continue;
+                        }
+                    };
+                    if room.probe {
+                        let now = Instant::now();
+                        let sent = room.sent.borrow();
+                        match proto::probe_newest(&a) {
+                            Err(e) => st.violation(
+                                "meter probe: average/count is not a window of consecutive values",
+                                || format!("room {}: {e}", room.name),
+                            ),
+                            Ok(k) if k as usize > sent.len() => st.violation(
+                                "meter probe: broadcast reflects a value not sent yet",
+                                || format!("room {}: newest {k}, only {} sent", room.name, sent.len()),
+                            ),
+                            Ok(k) if k < last_seen => st.violation(
+                                "meter probe: broadcast older than one already received",
+                                || format!("room {}: newest {k} after {last_seen}", room.name),
+                            ),
+                            Ok(k) => {
+                                let h = if role == Role::Probe {
+                                    &sh.h_echo
+                                } else {
+                                    &sh.h_fanout
+                                };
+                                for m in last_seen + 1..=k {
+                                    h.record(now - sent[m as usize - 1]);
+                                }
+                                if k > last_seen + 1 {
+                                    sh.conflated.add(k - last_seen - 1);
+                                }
+                                last_seen = last_seen.max(k);
+                                let warm = sent
+                                    .first()
+                                    .is_some_and(|t0| now.duration_since(*t0).as_secs_f64() > 5.6);
+                                if warm
+                                    && now < sh.send_until.get()
+                                    && !(win_lo..=win_hi).contains(&a.count)
+                                {
+                                    st.violation(
+                                        "meter probe: 5 s window holds the wrong number of samples",
+                                        || {
+                                            format!(
+                                                "room {}: count {} at {} values/s, want {win_lo}..={win_hi}",
+                                                room.name, a.count, room.hz
+                                            )
+                                        },
+                                    );
+                                }
+                            }
+                        }
+                    } else {
+                        if !(1.0..=100.0).contains(&a.average) {
+                            st.violation("meter: average outside the range of values sent", || {
+                                format!("room {}: average {} (values are 1..100)", room.name, a.average)
+                            });
+                        }
+                        if a.count > max_count {
+                            st.violation("meter: count larger than the 5 s window allows", || {
+                                format!(
+                                    "room {}: count {} > {max_count} ({} senders at {}/s)",
+                                    room.name, a.count, room.senders, room.hz
+                                )
+                            });
+                        }
+                    }
+                }
+                Ok(Some(Ev::Binary)) => {
+                    st.violation("meter: unexpected binary message", || room.name.clone())
+                }
+                Ok(Some(Ev::Ping)) => {
+                    let p = ws.payload().to_vec();
+                    if let Err(e) = ws.send_frame(OP_PONG, &p).await {
+                        ctx.ws_failed("meter pong", &e);
+                        break 'outer;
+                    }
+                }
+                Ok(Some(Ev::Pong)) => {}
+                Ok(Some(Ev::Close(code))) => {
+                    st.error("meter: server closed a chanting connection", || {
+                        format!("room {}: close code {code:?}", room.name)
+                    });
+                    let _ = ws.send_close(code.unwrap_or(1000)).await;
+                    server_closed = true;
+                    break 'outer;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    ctx.ws_failed("meter read", &e);
+                    server_closed = true;
+                    break 'outer;
+                }
+            }
+        }
+        if sh.stop.fired() {
+            break;
+        }
+        let can_send = timer.is_some() && Instant::now() < sh.send_until.get();
+        let wake = {
+            let read = async { Wake::Read(ws.fill().await) };
+            let stop = async {
+                sh.stop.wait(slot).await;
+                Wake::Stop
+            };
+            if can_send {
+                let t = timer.as_mut().expect("sender has a timer");
+                let tick = async {
+                    t.await;
+                    Wake::Tick
+                };
+                future::or(read, future::or(tick, stop)).await
+            } else {
+                future::or(read, stop).await
+            }
+        };
+        match wake {
+            Wake::Read(Ok(0)) => {
+                ctx.ws_failed("meter read", &WsError::Eof);
+                server_closed = true;
+                break;
+            }
+            Wake::Read(Ok(_)) => {}
+            Wake::Read(Err(e)) => {
+                ctx.ws_failed("meter read", &e);
+                server_closed = true;
+                break;
+            }
+            Wake::Stop => break,
+            Wake::Tick => {
+                let now = Instant::now();
+                if now < sh.send_until.get() {
+                    let msg = match role {
+                        Role::Probe => {
+                            let mut sent = room.sent.borrow_mut();
+                            sent.push(Instant::now());
+                            sh.probe_values.inc();
+                            room.values.set(room.values.get() + 1);
+                            format!("{{\"value\":{}}}", sent.len())
+                        }
+                        _ => {
+                            if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct {
+                                sh.junk.inc();
+                                JUNK[rng.gen_range(0..JUNK.len())].to_string()
+                            } else {
+                                room.values.set(room.values.get() + 1);
+                                let v: u32 = rng.gen_range(2..=200);
+                                // 1.0 .. 100.0 in steps of 0.5
+                                if v % 2 == 0 {
+                                    format!("{{\"value\":{}}}", v / 2)
+                                } else {
+                                    format!("{{\"value\":{}.5}}", v / 2)
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = ws.send_text(&msg).await {
+                        ctx.ws_failed("meter send", &e);
+                        server_closed = true;
+                        break;
+                    }
+                    sh.sent.inc();
+                    next += period;
+                    let now = Instant::now();
+                    while next <= now {
+                        next += period;
+                    }
+                    if let Some(t) = timer.as_mut() {
+                        t.reset(next - now);
+                    }
+                }
+            }
+        }
+    }
+    sh.open.dec();
+    if server_closed {
+        return;
+    }
+    match crate::net::timeout(ctx.timeout, ws.close(1000)).await {
+        Some(Ok(_code)) => sh.closed_ok.inc(),
+        Some(Err(WsError::Eof)) => st.violation("meter: close handshake not completed", || {
+            "server dropped the TCP connection instead of answering our close frame".into()
+        }),
+        Some(Err(e)) => ctx.ws_failed("meter close", &e),
+        None => st.violation("meter: close handshake not completed", || {
+            format!("no close frame within {:?} of ours", ctx.timeout)
+        }),
+    }
+}
