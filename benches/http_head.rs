@@ -18,8 +18,12 @@ fn parse_and_route(raw: &[u8]) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    c.bench_function("http_head/parse_route_get_menu", |b| b.iter(|| parse_and_route(black_box(MENU_REQUEST))));
-    c.bench_function("http_head/parse_route_post_order", |b| b.iter(|| parse_and_route(black_box(ORDER_REQUEST))));
+    c.bench_function("http_head/parse_route_get_menu", |b| {
+        b.iter(|| parse_and_route(black_box(MENU_REQUEST)))
+    });
+    c.bench_function("http_head/parse_route_post_order", |b| {
+        b.iter(|| parse_and_route(black_box(ORDER_REQUEST)))
+    });
 }
 
 criterion_group!(benches, bench);

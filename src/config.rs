@@ -69,7 +69,10 @@ struct OptionSpec {
 
 impl OptionSpec {
     fn env_name(&self) -> String {
-        format!("KAKIGORI_{}", self.flag.to_ascii_uppercase().replace('-', "_"))
+        format!(
+            "KAKIGORI_{}",
+            self.flag.to_ascii_uppercase().replace('-', "_")
+        )
     }
 }
 
@@ -167,9 +170,13 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         flag: "meter-window-ms",
         default: "5000",
-        help: "length of the /ws averaging window",
+        help: "length of the /ws averaging window (a multiple of 100)",
         set: |c, v| {
-            c.meter_window_ms = number(v, 100, 600_000)?;
+            let window_ms = number(v, 100, 600_000)?;
+            if window_ms % 100 != 0 {
+                return Err("must be a multiple of 100 (the window's bucket width)".into());
+            }
+            c.meter_window_ms = window_ms;
             Ok(())
         },
     },
@@ -418,7 +425,9 @@ where
             _ => {}
         }
         let Some(stripped) = arg.strip_prefix("--") else {
-            return Err(ConfigError(format!("unexpected argument {arg:?} (see --help)")));
+            return Err(ConfigError(format!(
+                "unexpected argument {arg:?} (see --help)"
+            )));
         };
         let (flag, inline) = match stripped.split_once('=') {
             Some((flag, value)) => (flag, Some(value.to_string())),
@@ -435,7 +444,11 @@ where
         (spec.set)(&mut config, &value).map_err(|e| ConfigError(format!("--{flag}: {e}")))?;
     }
     let config = Box::new(config);
-    Ok(if healthcheck { Command::Healthcheck(config) } else { Command::Serve(config) })
+    Ok(if healthcheck {
+        Command::Healthcheck(config)
+    } else {
+        Command::Serve(config)
+    })
 }
 
 /// The `--help` text, generated from [`OPTIONS`].
@@ -465,8 +478,10 @@ mod tests {
     use super::*;
 
     fn parse_with(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match parse(args.iter().map(|s| s.to_string()), |name| {
             env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
         })? {
@@ -490,7 +505,10 @@ mod tests {
     fn flag_beats_env_and_env_beats_default() {
         let c = parse_with(
             &["--meter-interval-ms", "5"],
-            &[("KAKIGORI_METER_INTERVAL_MS", "7"), ("KAKIGORI_STORE_ID", "store-002")],
+            &[
+                ("KAKIGORI_METER_INTERVAL_MS", "7"),
+                ("KAKIGORI_STORE_ID", "store-002"),
+            ],
         )
         .unwrap();
         assert_eq!(c.meter_interval_ms, 5);

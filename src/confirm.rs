@@ -56,13 +56,19 @@ pub fn join(shard: &Rc<Shard>, room: &str, slot: &Rc<Slot>) -> Result<Member, Re
         batches.next_id.set(id);
         shard.metrics.room_delta(Endpoint::Confirm, 1);
         start_timeout(shard, menu, id, config.confirm_timeout_ms);
-        Batch { id, members: Vec::new() }
+        Batch {
+            id,
+            members: Vec::new(),
+        }
     });
     if batch.members.len() >= config.room_clients_max {
         return Err(Rejected::RoomFull);
     }
     batch.members.push((slot.clone(), false));
-    Ok(Member { menu, batch_id: batch.id })
+    Ok(Member {
+        menu,
+        batch_id: batch.id,
+    })
 }
 
 /// Orders for everyone still in batch `id` once it has been open for `timeout_ms`.
@@ -97,7 +103,9 @@ fn order_if_all_ready(shard: &Rc<Shard>, menu: MenuIndex) {
 /// Takes the batch of `menu` out (new joiners start a fresh one) and makes one order per
 /// member, concurrently, so the journal commits them together.
 fn order(shard: &Rc<Shard>, menu: MenuIndex) {
-    let Some(batch) = shard.ws.confirms.batches.borrow_mut().remove(&menu) else { return };
+    let Some(batch) = shard.ws.confirms.batches.borrow_mut().remove(&menu) else {
+        return;
+    };
     shard.metrics.room_delta(Endpoint::Confirm, -1);
     for (slot, _) in batch.members {
         let shard = shard.clone();
@@ -158,7 +166,9 @@ impl Member {
     pub fn leave(self, shard: &Rc<Shard>, slot: &Rc<Slot>) {
         {
             let mut map = shard.ws.confirms.batches.borrow_mut();
-            let Some(batch) = map.get_mut(&self.menu).filter(|b| b.id == self.batch_id) else { return };
+            let Some(batch) = map.get_mut(&self.menu).filter(|b| b.id == self.batch_id) else {
+                return;
+            };
             batch.members.retain(|(s, _)| !Rc::ptr_eq(s, slot));
             if batch.members.is_empty() {
                 map.remove(&self.menu);

@@ -41,7 +41,9 @@ fn message(stay_num: usize, start_time: &str) -> Vec<u8> {
 /// RFC 3339 in Asia/Tokyo (+09:00), whole seconds, `delay_s` after `now`.
 pub fn start_time(now: DateTime<Utc>, delay_s: u64) -> String {
     let at = now + chrono::Duration::seconds(delay_s as i64);
-    at.with_timezone(&chrono_tz::Asia::Tokyo).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+    at.with_timezone(&chrono_tz::Asia::Tokyo)
+        .format("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string()
 }
 
 pub fn join(shard: &Rc<Shard>, room: &str, slot: &Rc<Slot>) -> Result<Member, Rejected> {
@@ -67,7 +69,9 @@ pub fn join(shard: &Rc<Shard>, room: &str, slot: &Rc<Slot>) -> Result<Member, Re
     } else {
         announce(waiting);
     }
-    Ok(Member { room: room.to_string() })
+    Ok(Member {
+        room: room.to_string(),
+    })
 }
 
 /// Tells everyone waiting how many are waiting.
@@ -82,8 +86,12 @@ impl Member {
     /// A client left before its group filled: the others hear the new count.
     pub fn leave(self, shard: &Shard, slot: &Rc<Slot>) {
         let mut lobbies = shard.ws.lobbies.lobbies.borrow_mut();
-        let Some(waiting) = lobbies.get_mut(&self.room) else { return };
-        let Some(position) = waiting.iter().position(|s| Rc::ptr_eq(s, slot)) else { return };
+        let Some(waiting) = lobbies.get_mut(&self.room) else {
+            return;
+        };
+        let Some(position) = waiting.iter().position(|s| Rc::ptr_eq(s, slot)) else {
+            return;
+        };
         waiting.remove(position);
         if waiting.is_empty() {
             lobbies.remove(&self.room);
@@ -101,12 +109,16 @@ mod tests {
 
     #[test]
     fn start_time_is_tokyo_whole_seconds() {
-        let now = Utc.with_ymd_and_hms(2025, 10, 25, 5, 3, 11).unwrap() + chrono::Duration::milliseconds(700);
+        let now = Utc.with_ymd_and_hms(2025, 10, 25, 5, 3, 11).unwrap()
+            + chrono::Duration::milliseconds(700);
         assert_eq!(start_time(now, 10), "2025-10-25T14:03:21+09:00");
     }
 
     #[test]
     fn message_uses_strings_for_both_fields() {
-        assert_eq!(message(2, "null"), br#"{"stay_num":"2","start_time":"null"}"#.to_vec());
+        assert_eq!(
+            message(2, "null"),
+            br#"{"stay_num":"2","start_time":"null"}"#.to_vec()
+        );
     }
 }

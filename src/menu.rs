@@ -49,7 +49,9 @@ pub const MENU: [MenuItem; 4] = [
 
 /// Finds a menu item by its id.
 pub fn find(id: &str) -> Option<MenuIndex> {
-    MENU.iter().position(|item| item.id == id).map(|i| i as MenuIndex)
+    MENU.iter()
+        .position(|item| item.id == id)
+        .map(|i| i as MenuIndex)
 }
 
 /// The item at `index`; panics on an index that [`find`] never returns.

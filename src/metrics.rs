@@ -201,17 +201,45 @@ impl Snapshot {
     pub fn render(&self, orders: &OrderFigures) -> String {
         let mut out = String::with_capacity(4096);
         let o = &mut out;
-        header(o, "kakigori_connections_open", "gauge", "Open connections by endpoint.");
+        header(
+            o,
+            "kakigori_connections_open",
+            "gauge",
+            "Open connections by endpoint.",
+        );
         for (i, label) in ENDPOINT_LABELS.iter().enumerate() {
-            let _ = writeln!(o, "kakigori_connections_open{{endpoint=\"{label}\"}} {}", self.open[i]);
+            let _ = writeln!(
+                o,
+                "kakigori_connections_open{{endpoint=\"{label}\"}} {}",
+                self.open[i]
+            );
         }
-        header(o, "kakigori_rooms_open", "gauge", "Open /ws rooms, lobbies and confirm batches.");
+        header(
+            o,
+            "kakigori_rooms_open",
+            "gauge",
+            "Open /ws rooms, lobbies and confirm batches.",
+        );
         for (i, label) in ENDPOINT_LABELS.iter().enumerate().skip(1) {
-            let _ = writeln!(o, "kakigori_rooms_open{{endpoint=\"{label}\"}} {}", self.rooms_open[i]);
+            let _ = writeln!(
+                o,
+                "kakigori_rooms_open{{endpoint=\"{label}\"}} {}",
+                self.rooms_open[i]
+            );
         }
-        header(o, "kakigori_ws_messages_in_total", "counter", "WebSocket messages received.");
+        header(
+            o,
+            "kakigori_ws_messages_in_total",
+            "counter",
+            "WebSocket messages received.",
+        );
         let _ = writeln!(o, "kakigori_ws_messages_in_total {}", self.ws_in);
-        header(o, "kakigori_ws_messages_out_total", "counter", "WebSocket frames sent.");
+        header(
+            o,
+            "kakigori_ws_messages_out_total",
+            "counter",
+            "WebSocket frames sent.",
+        );
         let _ = writeln!(o, "kakigori_ws_messages_out_total {}", self.ws_out);
         header(
             o,
@@ -219,17 +247,34 @@ impl Snapshot {
             "counter",
             "Averages replaced by a newer one before a slow client read them.",
         );
-        let _ = writeln!(o, "kakigori_ws_messages_conflated_total {}", self.ws_conflated);
-        header(o, "kakigori_ws_messages_ignored_total", "counter", "WebSocket messages ignored, by reason.");
+        let _ = writeln!(
+            o,
+            "kakigori_ws_messages_conflated_total {}",
+            self.ws_conflated
+        );
+        header(
+            o,
+            "kakigori_ws_messages_ignored_total",
+            "counter",
+            "WebSocket messages ignored, by reason.",
+        );
         for (why, label) in [
             (Ignored::NotAValue, "not_a_value"),
             (Ignored::RateLimited, "rate_limited"),
             (Ignored::Unexpected, "unexpected"),
         ] {
             let n = self.ignored.get(&why).copied().unwrap_or(0);
-            let _ = writeln!(o, "kakigori_ws_messages_ignored_total{{reason=\"{label}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "kakigori_ws_messages_ignored_total{{reason=\"{label}\"}} {n}"
+            );
         }
-        header(o, "kakigori_rejected_total", "counter", "Connections or upgrades refused by a limit.");
+        header(
+            o,
+            "kakigori_rejected_total",
+            "counter",
+            "Connections or upgrades refused by a limit.",
+        );
         for (why, label) in [
             (Rejected::ConnectionsMax, "connections_max"),
             (Rejected::PerIpMax, "connections_per_ip_max"),
@@ -240,7 +285,12 @@ impl Snapshot {
             let n = self.rejected.get(&why).copied().unwrap_or(0);
             let _ = writeln!(o, "kakigori_rejected_total{{reason=\"{label}\"}} {n}");
         }
-        header(o, "kakigori_orders", "gauge", "Orders in the journal by menu item and status.");
+        header(
+            o,
+            "kakigori_orders",
+            "gauge",
+            "Orders in the journal by menu item and status.",
+        );
         for (menu, row) in orders.by_menu_and_status.iter().enumerate() {
             for (status, n) in row.iter().enumerate() {
                 let _ = writeln!(
@@ -252,25 +302,77 @@ impl Snapshot {
             }
         }
         if let Some(journal) = &self.journal {
-            header(o, "kakigori_journal_syncs_total", "counter", "fdatasync calls on the journal.");
+            header(
+                o,
+                "kakigori_journal_syncs_total",
+                "counter",
+                "fdatasync calls on the journal.",
+            );
             let _ = writeln!(o, "kakigori_journal_syncs_total {}", journal.syncs);
-            header(o, "kakigori_journal_records_total", "counter", "Records made durable.");
+            header(
+                o,
+                "kakigori_journal_records_total",
+                "counter",
+                "Records made durable.",
+            );
             let _ = writeln!(o, "kakigori_journal_records_total {}", journal.records);
-            header(o, "kakigori_journal_sync_seconds", "summary", "Journal write + fdatasync latency.");
-            summary(o, "kakigori_journal_sync_seconds", "", &journal.sync_latency_us);
+            header(
+                o,
+                "kakigori_journal_sync_seconds",
+                "summary",
+                "Journal write + fdatasync latency.",
+            );
+            summary(
+                o,
+                "kakigori_journal_sync_seconds",
+                "",
+                &journal.sync_latency_us,
+            );
         }
-        header(o, "kakigori_http_requests_total", "counter", "HTTP requests by route and status.");
+        header(
+            o,
+            "kakigori_http_requests_total",
+            "counter",
+            "HTTP requests by route and status.",
+        );
         for ((route, status), n) in &self.http {
-            let _ = writeln!(o, "kakigori_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "kakigori_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
-        header(o, "kakigori_http_request_seconds", "summary", "HTTP request latency by route.");
+        header(
+            o,
+            "kakigori_http_request_seconds",
+            "summary",
+            "HTTP request latency by route.",
+        );
         for (route, histogram) in &self.http_latency_us {
-            summary(o, "kakigori_http_request_seconds", &format!("route=\"{route}\""), histogram);
+            summary(
+                o,
+                "kakigori_http_request_seconds",
+                &format!("route=\"{route}\""),
+                histogram,
+            );
         }
-        header(o, "kakigori_chant_fallbacks_total", "counter", "Chant lines served built-in after a backend failure.");
+        header(
+            o,
+            "kakigori_chant_fallbacks_total",
+            "counter",
+            "Chant lines served built-in after a backend failure.",
+        );
         let _ = writeln!(o, "kakigori_chant_fallbacks_total {}", self.chant_fallbacks);
-        header(o, "kakigori_chant_backend_lines_total", "counter", "Chant lines served from the backend.");
-        let _ = writeln!(o, "kakigori_chant_backend_lines_total {}", self.chant_backend_successes);
+        header(
+            o,
+            "kakigori_chant_backend_lines_total",
+            "counter",
+            "Chant lines served from the backend.",
+        );
+        let _ = writeln!(
+            o,
+            "kakigori_chant_backend_lines_total {}",
+            self.chant_backend_successes
+        );
         out
     }
 }
@@ -283,10 +385,17 @@ fn summary(out: &mut String, name: &str, labels: &str, histogram: &Histogram<u64
     let sep = if labels.is_empty() { "" } else { "," };
     for quantile in [0.5, 0.9, 0.99, 0.999] {
         let seconds = histogram.value_at_quantile(quantile) as f64 / 1e6;
-        let _ = writeln!(out, "{name}{{{labels}{sep}quantile=\"{quantile}\"}} {seconds}");
+        let _ = writeln!(
+            out,
+            "{name}{{{labels}{sep}quantile=\"{quantile}\"}} {seconds}"
+        );
     }
     let sum_seconds = histogram.mean() * histogram.len() as f64 / 1e6;
-    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
     let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
     let _ = writeln!(out, "{name}_count{braces} {}", histogram.len());
 }

@@ -32,7 +32,10 @@ pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> io::Result<S
         .open(&path)?;
     file.write_all(token.as_bytes())?;
     file.sync_all()?;
-    log::info!("generated a staff token and stored it in {}", path.display());
+    log::info!(
+        "generated a staff token and stored it in {}",
+        path.display()
+    );
     Ok(token)
 }
 
@@ -40,12 +43,18 @@ pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> io::Result<S
 /// the same time wherever the first difference is, so it leaks nothing but the length.
 pub fn authorized(header: Option<&[u8]>, token: &str) -> bool {
     let Some(value) = header else { return false };
-    let Some(presented) = value.strip_prefix(b"Bearer ") else { return false };
+    let Some(presented) = value.strip_prefix(b"Bearer ") else {
+        return false;
+    };
     let expected = token.as_bytes();
     if presented.len() != expected.len() {
         return false;
     }
-    presented.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    presented
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
 }
 
 #[cfg(test)]
@@ -58,10 +67,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create(None, dir.path()).unwrap();
         assert_eq!(first.len(), TOKEN_BYTES * 2);
-        let mode = fs::metadata(dir.path().join(TOKEN_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(TOKEN_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create(None, dir.path()).unwrap(), first);
-        assert_eq!(load_or_create(Some("configured-token-123"), dir.path()).unwrap(), "configured-token-123");
+        assert_eq!(
+            load_or_create(Some("configured-token-123"), dir.path()).unwrap(),
+            "configured-token-123"
+        );
     }
 
     #[test]

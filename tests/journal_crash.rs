@@ -19,8 +19,12 @@ type Acked = Arc<Mutex<BTreeMap<u64, String>>>;
 /// Creates orders on one keep-alive connection and moves every third along, until the
 /// server dies or `stop` is set.
 fn client(addr: SocketAddr, acked: Acked, stop: Arc<AtomicBool>, menu: &'static str) {
-    let Ok(stream) = TcpStream::connect(addr) else { return };
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let Ok(stream) = TcpStream::connect(addr) else {
+        return;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let body = format!(r#"{{"menu_item_id":"{menu}"}}"#);
@@ -33,7 +37,9 @@ fn client(addr: SocketAddr, acked: Acked, stop: Arc<AtomicBool>, menu: &'static 
         if writer.write_all(request.as_bytes()).is_err() {
             return;
         }
-        let Some(response) = read_response(&mut reader) else { return };
+        let Some(response) = read_response(&mut reader) else {
+            return;
+        };
         assert_eq!(response.status, 201, "{}", response.text());
         let order = response.json();
         let number = order["order_number"].as_u64().unwrap();
@@ -49,7 +55,9 @@ fn client(addr: SocketAddr, acked: Acked, stop: Arc<AtomicBool>, menu: &'static 
             if writer.write_all(request.as_bytes()).is_err() {
                 return;
             }
-            let Some(response) = read_response(&mut reader) else { return };
+            let Some(response) = read_response(&mut reader) else {
+                return;
+            };
             assert_eq!(response.status, 200, "{}", response.text());
             acked.lock().unwrap().insert(number, "waitingPickup".into());
         }
@@ -87,15 +95,28 @@ fn acknowledged_orders_survive_kill_9_mid_load() {
         assert_eq!(response.status, 200, "acknowledged order {number} is lost");
         let recovered = response.json()["status"].as_str().unwrap().to_string();
         if status == "waitingPickup" {
-            assert_eq!(&recovered, status, "acknowledged move of order {number} is lost");
+            assert_eq!(
+                &recovered, status,
+                "acknowledged move of order {number} is lost"
+            );
         }
     }
-    let next = server.post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-sai"}"#).json();
+    let next = server
+        .post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-sai"}"#)
+        .json();
     let next_number = next["order_number"].as_u64().unwrap();
-    assert!(next_number > highest, "numbering continues: {next_number} after {highest}");
+    assert!(
+        next_number > highest,
+        "numbering continues: {next_number} after {highest}"
+    );
     // No gaps: every number below the new one names an order.
     let all = server.staff("GET", "/api/v1/stores/orders").json();
-    let numbers: Vec<u64> = all["orders"].as_array().unwrap().iter().map(|o| o["order_number"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = all["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_number"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, (1..=next_number).collect::<Vec<_>>());
 }
 
@@ -105,7 +126,12 @@ fn torn_tail_is_cut_with_a_warning_and_damage_elsewhere_refuses_to_start() {
     {
         let server = Server::start_in(dir.path(), &[]);
         for _ in 0..5 {
-            assert_eq!(server.post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-ten"}"#).status, 201);
+            assert_eq!(
+                server
+                    .post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-ten"}"#)
+                    .status,
+                201
+            );
         }
     }
     let journal = dir.path().join("orders.journal");
@@ -116,9 +142,18 @@ fn torn_tail_is_cut_with_a_warning_and_damage_elsewhere_refuses_to_start() {
     std::fs::write(&journal, &bytes).unwrap();
     {
         let server = Server::start_in(dir.path(), &[]);
-        assert!(server.log_text().contains("WARN"), "a torn tail is reported: {}", server.log_text());
+        assert!(
+            server.log_text().contains("WARN"),
+            "a torn tail is reported: {}",
+            server.log_text()
+        );
         assert_eq!(server.get("/api/v1/stores/orders/store-001-5").status, 200);
-        assert_eq!(server.post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-ten"}"#).json()["order_number"], 6);
+        assert_eq!(
+            server
+                .post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-ten"}"#)
+                .json()["order_number"],
+            6
+        );
     }
     // Damage in the middle: flip a byte inside the second record.
     let mut bytes = std::fs::read(&journal).unwrap();
@@ -132,7 +167,13 @@ fn torn_tail_is_cut_with_a_warning_and_damage_elsewhere_refuses_to_start() {
         .env("KAKIGORI_STAFF_TOKEN", STAFF_TOKEN)
         .output()
         .unwrap();
-    assert!(!output.status.success(), "must refuse to start on a damaged journal");
+    assert!(
+        !output.status.success(),
+        "must refuse to start on a damaged journal"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("orders.journal") && stderr.contains("offset"), "clear message: {stderr}");
+    assert!(
+        stderr.contains("orders.journal") && stderr.contains("offset"),
+        "clear message: {stderr}"
+    );
 }

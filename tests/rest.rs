@@ -7,7 +7,10 @@ use std::io::{BufReader, Read, Write};
 use std::time::Duration;
 
 fn create(server: &Server, menu: &str) -> serde_json::Value {
-    let response = server.post("/api/v1/stores/orders", &format!(r#"{{"menu_item_id":"{menu}"}}"#));
+    let response = server.post(
+        "/api/v1/stores/orders",
+        &format!(r#"{{"menu_item_id":"{menu}"}}"#),
+    );
     assert_eq!(response.status, 201, "{}", response.text());
     response.json()
 }
@@ -31,14 +34,26 @@ fn health_menu_and_cors() {
         {"id": "giiku-camp", "name": "技育CAMPな オレンジ味", "description": "技育CAMPをイメージしたオレンジ味のかき氷"},
     ]});
     assert_eq!(menu.json(), expected);
-    assert!(menu.text().starts_with(r#"{"menu":[{"id":"giiku-sai","name":"#), "field order of the original");
+    assert!(
+        menu.text()
+            .starts_with(r#"{"menu":[{"id":"giiku-sai","name":"#),
+        "field order of the original"
+    );
 
     let preflight = server.request("OPTIONS", "/api/v1/stores/orders", &[], b"");
     assert_eq!(preflight.status, 204);
-    assert_eq!(preflight.header("Access-Control-Allow-Methods"), Some("GET,POST,PUT,PATCH,DELETE,OPTIONS"));
+    assert_eq!(
+        preflight.header("Access-Control-Allow-Methods"),
+        Some("GET,POST,PUT,PATCH,DELETE,OPTIONS")
+    );
     assert_eq!(preflight.header("Access-Control-Allow-Headers"), Some("*"));
     assert_eq!(preflight.header("Access-Control-Allow-Origin"), Some("*"));
-    assert_eq!(server.request("OPTIONS", "/anything/at/all", &[], b"").status, 204);
+    assert_eq!(
+        server
+            .request("OPTIONS", "/anything/at/all", &[], b"")
+            .status,
+        204
+    );
 
     let swagger = server.get("/swagger.yaml");
     assert_eq!(swagger.status, 200);
@@ -61,7 +76,15 @@ fn create_and_get_orders_with_exact_errors() {
     assert_eq!(fetched.status, 200);
     assert_eq!(fetched.json(), order);
 
-    for body in ["", "not json", "[]", "null", r#"{"menu_item_id":""}"#, r#"{"menu_item_id":7}"#, "{}"] {
+    for body in [
+        "",
+        "not json",
+        "[]",
+        "null",
+        r#"{"menu_item_id":""}"#,
+        r#"{"menu_item_id":7}"#,
+        "{}",
+    ] {
         let response = server.post("/api/v1/stores/orders", body);
         assert_eq!(response.status, 400, "body {body:?}");
         assert_eq!(response.error_message(), "Invalid request body");
@@ -106,16 +129,31 @@ fn staff_endpoints_need_the_token_and_move_orders_forward() {
     let server = Server::start(&[]);
     create(&server, "giiku-sai");
     create(&server, "giiku-haku");
-    for auth in [None, Some("Bearer wrong-token-0123456789x"), Some(STAFF_TOKEN)] {
-        let headers: Vec<(&str, &str)> = auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
+    for auth in [
+        None,
+        Some("Bearer wrong-token-0123456789x"),
+        Some(STAFF_TOKEN),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            auth.map(|a| vec![("Authorization", a)]).unwrap_or_default();
         let response = server.request("GET", "/api/v1/stores/orders", &headers, b"");
         assert_eq!(response.status, 401, "auth {auth:?}");
         assert_eq!(response.json()["error"], "Unauthorized");
-        let response = server.request("POST", "/api/v1/stores/orders/store-001-1/complete", &headers, b"");
+        let response = server.request(
+            "POST",
+            "/api/v1/stores/orders/store-001-1/complete",
+            &headers,
+            b"",
+        );
         assert_eq!(response.status, 401);
     }
     let list = server.staff("GET", "/api/v1/stores/orders").json();
-    let numbers: Vec<_> = list["orders"].as_array().unwrap().iter().map(|o| o["order_number"].clone()).collect();
+    let numbers: Vec<_> = list["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_number"].clone())
+        .collect();
     assert_eq!(numbers, vec![1, 2]);
 
     let early = server.staff("POST", "/api/v1/stores/orders/store-001-1/complete");
@@ -129,18 +167,42 @@ fn staff_endpoints_need_the_token_and_move_orders_forward() {
     assert_eq!(again.error_message(), "order status is not pending");
     let done = server.staff("POST", "/api/v1/stores/orders/store-001-1/complete");
     assert_eq!(done.json()["status"], "completed");
-    assert_eq!(server.get("/api/v1/stores/orders/store-001-1").json()["status"], "completed");
-    assert_eq!(server.staff("POST", "/api/v1/stores/orders/store-001-9/complete").status, 404);
-    assert_eq!(server.staff("POST", "/api/v1/stores/orders/nine/complete").status, 400);
+    assert_eq!(
+        server.get("/api/v1/stores/orders/store-001-1").json()["status"],
+        "completed"
+    );
+    assert_eq!(
+        server
+            .staff("POST", "/api/v1/stores/orders/store-001-9/complete")
+            .status,
+        404
+    );
+    assert_eq!(
+        server
+            .staff("POST", "/api/v1/stores/orders/nine/complete")
+            .status,
+        400
+    );
 
-    let pending = server.staff("GET", "/api/v1/stores/orders?status=pending").json();
+    let pending = server
+        .staff("GET", "/api/v1/stores/orders?status=pending")
+        .json();
     assert_eq!(pending["orders"].as_array().unwrap().len(), 1);
     assert_eq!(pending["orders"][0]["order_number"], 2);
-    let completed = server.staff("GET", "/api/v1/stores/orders?status=completed").json();
+    let completed = server
+        .staff("GET", "/api/v1/stores/orders?status=completed")
+        .json();
     assert_eq!(completed["orders"][0]["order_number"], 1);
-    let waiting = server.staff("GET", "/api/v1/stores/orders?status=waitingPickup").json();
+    let waiting = server
+        .staff("GET", "/api/v1/stores/orders?status=waitingPickup")
+        .json();
     assert_eq!(waiting["orders"].as_array().unwrap().len(), 0);
-    assert_eq!(server.staff("GET", "/api/v1/stores/orders?status=cooking").status, 400);
+    assert_eq!(
+        server
+            .staff("GET", "/api/v1/stores/orders?status=cooking")
+            .status,
+        400
+    );
 }
 
 #[test]
@@ -151,17 +213,43 @@ fn generated_staff_token_is_stored_private_and_reused() {
         let path = dir.path().join("staff-token");
         let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(token.len() >= 32);
-        assert!(server.log_text().contains("staff-token"), "the log says where the token is");
+        assert!(
+            server.log_text().contains("staff-token"),
+            "the log says where the token is"
+        );
         let bearer = format!("Bearer {token}");
-        assert_eq!(server.request("GET", "/api/v1/stores/orders", &[("Authorization", &bearer)], b"").status, 200);
+        assert_eq!(
+            server
+                .request(
+                    "GET",
+                    "/api/v1/stores/orders",
+                    &[("Authorization", &bearer)],
+                    b""
+                )
+                .status,
+            200
+        );
         assert_eq!(server.staff("GET", "/api/v1/stores/orders").status, 401);
         token
     };
     let server = Server::start_with_token(dir.path(), &[], None);
     let bearer = format!("Bearer {token}");
-    assert_eq!(server.request("GET", "/api/v1/stores/orders", &[("Authorization", &bearer)], b"").status, 200);
+    assert_eq!(
+        server
+            .request(
+                "GET",
+                "/api/v1/stores/orders",
+                &[("Authorization", &bearer)],
+                b""
+            )
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -170,21 +258,56 @@ fn idempotency_key_returns_the_same_order_also_after_restart() {
     let body = br#"{"menu_item_id":"giiku-sai"}"#;
     let first = {
         let server = Server::start_in(dir.path(), &[]);
-        let first = server.request("POST", "/api/v1/stores/orders", &[("Idempotency-Key", "guest-42")], body);
+        let first = server.request(
+            "POST",
+            "/api/v1/stores/orders",
+            &[("Idempotency-Key", "guest-42")],
+            body,
+        );
         assert_eq!(first.status, 201);
-        let repeat = server.request("POST", "/api/v1/stores/orders", &[("Idempotency-Key", "guest-42")], body);
+        let repeat = server.request(
+            "POST",
+            "/api/v1/stores/orders",
+            &[("Idempotency-Key", "guest-42")],
+            body,
+        );
         assert_eq!(repeat.json(), first.json());
-        let other = server.request("POST", "/api/v1/stores/orders", &[("Idempotency-Key", "guest-43")], body);
+        let other = server.request(
+            "POST",
+            "/api/v1/stores/orders",
+            &[("Idempotency-Key", "guest-43")],
+            body,
+        );
         assert_eq!(other.json()["order_number"], 2);
         let long = "k".repeat(129);
-        let refused = server.request("POST", "/api/v1/stores/orders", &[("Idempotency-Key", &long)], body);
+        let refused = server.request(
+            "POST",
+            "/api/v1/stores/orders",
+            &[("Idempotency-Key", &long)],
+            body,
+        );
         assert_eq!(refused.status, 400);
         let max = "k".repeat(128);
-        assert_eq!(server.request("POST", "/api/v1/stores/orders", &[("Idempotency-Key", &max)], body).status, 201);
+        assert_eq!(
+            server
+                .request(
+                    "POST",
+                    "/api/v1/stores/orders",
+                    &[("Idempotency-Key", &max)],
+                    body
+                )
+                .status,
+            201
+        );
         first.json()
     };
     let server = Server::start_in(dir.path(), &[]);
-    let after = server.request("POST", "/api/v1/stores/orders", &[("Idempotency-Key", "guest-42")], body);
+    let after = server.request(
+        "POST",
+        "/api/v1/stores/orders",
+        &[("Idempotency-Key", "guest-42")],
+        body,
+    );
     assert_eq!(after.json(), first);
     assert_eq!(create(&server, "giiku-sai")["order_number"], 4);
 }
@@ -196,19 +319,29 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let body = r#"{"menu_item_id":"giiku-haku"}"#;
     let mut batch = String::new();
     batch.push_str("GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n");
-    batch.push_str(&format!("POST /api/v1/stores/orders HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    batch.push_str(&format!(
+        "POST /api/v1/stores/orders HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
     batch.push_str("GET /api/v1/stores/orders/store-001-1 HTTP/1.1\r\nHost: a\r\n\r\n");
     batch.push_str("GET /nope HTTP/1.1\r\nHost: a\r\n\r\n");
     stream.write_all(batch.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let statuses: Vec<u16> = (0..4).map(|_| read_response(&mut reader).unwrap().status).collect();
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| read_response(&mut reader).unwrap().status)
+        .collect();
     assert_eq!(statuses, vec![200, 201, 200, 404]);
     // Keep-alive: the same connection still works, and Connection: close is honoured.
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let last = read_response(&mut reader).unwrap();
     assert_eq!(last.status, 200);
     assert_eq!(last.header("Connection"), Some("close"));
-    assert!(read_response(&mut reader).is_none(), "server closes after Connection: close");
+    assert!(
+        read_response(&mut reader).is_none(),
+        "server closes after Connection: close"
+    );
 }
 
 fn raw_exchange(server: &Server, bytes: &[u8]) -> (common::Response, bool) {
@@ -224,13 +357,19 @@ fn raw_exchange(server: &Server, bytes: &[u8]) -> (common::Response, bool) {
 #[test]
 fn limits_and_malformed_requests_get_json_errors_then_close() {
     let server = Server::start(&[]);
-    let big_head = format!("GET /healthz HTTP/1.1\r\nHost: a\r\nX-Fill: {}\r\n\r\n", "a".repeat(9000));
+    let big_head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nX-Fill: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
     let (response, closed) = raw_exchange(&server, big_head.as_bytes());
     assert_eq!(response.status, 431);
     response.error_message();
     assert!(closed);
 
-    let big_body = format!("POST /api/v1/stores/orders HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n", 70_000);
+    let big_body = format!(
+        "POST /api/v1/stores/orders HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        70_000
+    );
     let (response, _) = raw_exchange(&server, big_body.as_bytes());
     assert_eq!(response.status, 413);
     response.error_message();
@@ -253,7 +392,9 @@ fn limits_and_malformed_requests_get_json_errors_then_close() {
 fn a_slow_head_is_cut_off() {
     let server = Server::start(&["--head-timeout-ms", "300"]);
     let mut stream = server.connect();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let mut reader = BufReader::new(stream);
     let response = read_response(&mut reader).expect("408");
@@ -262,15 +403,28 @@ fn a_slow_head_is_cut_off() {
     let idle = server.connect();
     std::thread::sleep(Duration::from_millis(700));
     let mut buf = [0u8; 16];
-    assert_eq!((&idle).read(&mut buf).unwrap_or(0), 0, "an idle connection is closed silently");
+    assert_eq!(
+        (&idle).read(&mut buf).unwrap_or(0),
+        0,
+        "an idle connection is closed silently"
+    );
 }
 
 #[test]
 fn help_and_bad_values() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kakigori")).arg("--help").output().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kakigori"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--listen", "--data-dir", "--meter-interval-ms", "KAKIGORI_METER_INTERVAL_MS", "--store-id"] {
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--meter-interval-ms",
+        "KAKIGORI_METER_INTERVAL_MS",
+        "--store-id",
+    ] {
         assert!(help.contains(flag), "help lacks {flag}");
     }
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_kakigori"))

@@ -409,12 +409,16 @@ pub fn find_cmd(name: &str) -> Option<&'static Cmd> {
 
 pub fn top_help() -> String {
     let mut s = String::new();
-    s.push_str("kakigori-loadtest: load-test and protocol-conformance harness for the kakigori server\n\n");
+    s.push_str(
+        "kakigori-loadtest: load-test and protocol-conformance harness for the kakigori server\n\n",
+    );
     s.push_str("USAGE: kakigori-loadtest <SCENARIO> [FLAGS]\n       kakigori-loadtest <SCENARIO> --help\n\nSCENARIOS:\n");
     for c in CMDS {
         s.push_str(&format!("  {:<9} {}\n", c.name, c.about));
     }
-    s.push_str("\nEvery scenario is bounded in time, targets loopback only unless --allow-remote,\n");
+    s.push_str(
+        "\nEvery scenario is bounded in time, targets loopback only unless --allow-remote,\n",
+    );
     s.push_str("prints a progress line on stderr every second and a final report, and exits\n");
     s.push_str("1 on any protocol violation (or more transport errors than --max-errors), 2 on usage errors.\n");
     s
@@ -467,7 +471,10 @@ pub enum ParseOutcome {
 }
 
 fn lookup(c: &'static Cmd, name: &str) -> Option<&'static Flag> {
-    c.flags.iter().chain(COMMON.iter()).find(|fl| fl.name == name)
+    c.flags
+        .iter()
+        .chain(COMMON.iter())
+        .find(|fl| fl.name == name)
 }
 
 pub fn parse(args: &[String]) -> Result<ParseOutcome, String> {
@@ -545,11 +552,6 @@ pub fn parse(args: &[String]) -> Result<ParseOutcome, String> {
 }
 
 impl Opts {
-    /// Raw value if given on the command line.
-    pub fn given(&self, name: &str) -> Option<&str> {
-        self.vals.get(name).map(|s| s.as_str())
-    }
-
     fn raw(&self, name: &str) -> Option<String> {
         if let Some(v) = self.vals.get(name) {
             return Some(v.clone());
@@ -578,7 +580,9 @@ impl Opts {
     }
 
     pub fn f64(&self, name: &str) -> Result<f64, String> {
-        let v = self.raw(name).ok_or_else(|| format!("--{name} is required"))?;
+        let v = self
+            .raw(name)
+            .ok_or_else(|| format!("--{name} is required"))?;
         let x: f64 = v
             .parse()
             .map_err(|_| format!("--{name}: '{v}' is not a number"))?;
@@ -589,7 +593,9 @@ impl Opts {
     }
 
     pub fn u64(&self, name: &str) -> Result<u64, String> {
-        let v = self.raw(name).ok_or_else(|| format!("--{name} is required"))?;
+        let v = self
+            .raw(name)
+            .ok_or_else(|| format!("--{name} is required"))?;
         v.parse()
             .map_err(|_| format!("--{name}: '{v}' is not a non-negative integer"))
     }
@@ -643,9 +649,13 @@ mod tests {
 
     #[test]
     fn compare_takes_two() {
-        let ParseOutcome::Run(o) =
-            p(&["rest", "--compare", "http://127.0.0.1:1", "http://127.0.0.1:2"]).unwrap()
-        else {
+        let ParseOutcome::Run(o) = p(&[
+            "rest",
+            "--compare",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+        ])
+        .unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -668,10 +678,18 @@ mod tests {
         for c in CMDS {
             let h = cmd_help(c);
             for fl in c.flags.iter().chain(COMMON.iter()) {
-                assert!(h.contains(&format!("--{}", fl.name)), "{} {}", c.name, fl.name);
+                assert!(
+                    h.contains(&format!("--{}", fl.name)),
+                    "{} {}",
+                    c.name,
+                    fl.name
+                );
             }
             assert!(h.contains(&format!("[default: {}]", c.duration_default)));
         }
-        assert!(matches!(p(&["idle", "--help"]).unwrap(), ParseOutcome::Help(_)));
+        assert!(matches!(
+            p(&["idle", "--help"]).unwrap(),
+            ParseOutcome::Help(_)
+        ));
     }
 }

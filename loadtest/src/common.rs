@@ -21,7 +21,6 @@ use crate::ws::{HsError, WsConn, WsError};
 
 pub struct Ctx {
     pub target: Target,
-    pub opts: Opts,
     pub stats: Rc<Stats>,
     /// Random per run, e.g. `lt-3f9a12c0`; prefixes room names.
     pub run_id: String,
@@ -38,7 +37,6 @@ impl Ctx {
         let run_id = format!("lt-{:08x}", rand::random::<u32>());
         Ok(Ctx {
             target,
-            opts,
             stats,
             run_id,
             timeout,
@@ -65,7 +63,9 @@ impl Ctx {
         match e {
             HttpError::Protocol(_) => self
                 .stats
-                .violation(&format!("{what}: malformed HTTP response"), || e.to_string()),
+                .violation(&format!("{what}: malformed HTTP response"), || {
+                    e.to_string()
+                }),
             _ => self
                 .stats
                 .error(&format!("{what}: {}", e.kind()), || e.to_string()),
@@ -77,9 +77,11 @@ impl Ctx {
             WsError::Protocol(_) => self
                 .stats
                 .violation(&format!("{what}: WebSocket protocol"), || e.to_string()),
-            WsError::Eof => self.stats.error(&format!("{what}: dropped without close frame"), || {
-                e.to_string()
-            }),
+            WsError::Eof => self
+                .stats
+                .error(&format!("{what}: dropped without close frame"), || {
+                    e.to_string()
+                }),
             WsError::Timeout => self
                 .stats
                 .error(&format!("{what}: timeout"), || e.to_string()),
@@ -110,15 +112,17 @@ impl Ctx {
                 &format!("{what}: upgrade refused with {}", r.status()),
                 || format!("GET {path}: {} {}", r.status(), r.body_str()),
             ),
-            HsError::Bad(s) => self
-                .stats
-                .violation(&format!("{what}: bad handshake"), || format!("GET {path}: {s}")),
-            HsError::Timeout => self
-                .stats
-                .error(&format!("{what}: handshake timeout"), || format!("GET {path}")),
+            HsError::Bad(s) => self.stats.violation(&format!("{what}: bad handshake"), || {
+                format!("GET {path}: {s}")
+            }),
+            HsError::Timeout => self.stats.error(&format!("{what}: handshake timeout"), || {
+                format!("GET {path}")
+            }),
             HsError::Io(err) => self
                 .stats
-                .error(&format!("{what}: connect/handshake I/O"), || format!("GET {path}: {err}")),
+                .error(&format!("{what}: connect/handshake I/O"), || {
+                    format!("GET {path}: {err}")
+                }),
         }
     }
 
@@ -127,15 +131,18 @@ impl Ctx {
     pub async fn expect_ws_refused(&self, path: &str, status: u16, msg: &str) {
         match WsConn::connect(&self.target, path, None, self.timeout, 256).await {
             Ok(mut c) => {
-                self.stats.violation("upgrade accepted that must be refused", || {
-                    format!("GET {path} was upgraded; want {status} {msg:?}")
-                });
+                self.stats
+                    .violation("upgrade accepted that must be refused", || {
+                        format!("GET {path} was upgraded; want {status} {msg:?}")
+                    });
                 let _ = crate::net::timeout(Duration::from_secs(1), c.close(1000)).await;
             }
             Err(HsError::Rejected(r)) => {
                 if let Err(e) = proto::error_response(&r, status, Some(msg)) {
                     self.stats
-                        .violation("refused upgrade: wrong error response", || format!("GET {path}: {e}"));
+                        .violation("refused upgrade: wrong error response", || {
+                            format!("GET {path}: {e}")
+                        });
                 }
             }
             Err(e) => self.hs_failed("refused upgrade", path, &e),
@@ -213,7 +220,12 @@ impl Stop {
 
     pub fn fire(&self) {
         self.fired.set(true);
-        let ws: Vec<Waker> = self.wakers.borrow_mut().iter_mut().filter_map(|w| w.take()).collect();
+        let ws: Vec<Waker> = self
+            .wakers
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|w| w.take())
+            .collect();
         for w in ws {
             w.wake();
         }

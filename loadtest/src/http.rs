@@ -319,8 +319,9 @@ pub struct HttpConn {
 impl HttpConn {
     pub async fn connect(target: &Target, timeout: Duration) -> Result<HttpConn, HttpError> {
         let s = connect_start(target.addr, None)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
+        s.set_read_timeout(Some(timeout)).map_err(io::Error::from)?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(io::Error::from)?;
         Ok(HttpConn {
             s,
             buf: vec![0; 4096],
@@ -456,7 +457,11 @@ mod tests {
     fn incomplete_inputs() {
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nabcde";
         for i in 0..raw.len() {
-            assert_eq!(parse_response(&raw[..i], false, false).unwrap(), None, "{i}");
+            assert_eq!(
+                parse_response(&raw[..i], false, false).unwrap(),
+                None,
+                "{i}"
+            );
         }
         assert!(parse_response(raw, false, false).unwrap().is_some());
     }
@@ -468,7 +473,11 @@ mod tests {
         assert_eq!(r.body, b"Wikipedia");
         assert_eq!(&raw[used..], b"NEXT");
         for i in 0..used {
-            assert_eq!(parse_response(&raw[..i], false, false).unwrap(), None, "{i}");
+            assert_eq!(
+                parse_response(&raw[..i], false, false).unwrap(),
+                None,
+                "{i}"
+            );
         }
         let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
         assert!(parse_response(bad, false, false).is_err());

@@ -217,12 +217,8 @@ async fn run_once(plan: &Plan, target: &Target, round: u64) -> Result<RunResult,
     let s0 = plan.server_pid.as_deref().and_then(net::proc_cpu_s);
     let t0 = Instant::now();
     let label = plan.opts.cmd.to_string();
-    let progress = stats::spawn_progress(
-        stats.clone(),
-        label,
-        ctx.duration.as_secs_f64(),
-        plan.quiet,
-    );
+    let progress =
+        stats::spawn_progress(stats.clone(), label, ctx.duration.as_secs_f64(), plan.quiet);
     stats.start_window();
     if preflight(&ctx).await {
         plan.scenario.run(ctx.clone()).await;
@@ -254,7 +250,8 @@ async fn run_once(plan: &Plan, target: &Target, round: u64) -> Result<RunResult,
                 peak_rss_kb: hwm,
             });
         } else {
-            res.notes.push(format!("server pid {pid} is gone at the end of the run"));
+            res.notes
+                .push(format!("server pid {pid} is gone at the end of the run"));
         }
     }
     Ok(res)

@@ -72,7 +72,8 @@ pub fn json_response(r: &Response, want_status: u16) -> Result<Value, String> {
         ));
     }
     common_headers(r)?;
-    serde_json::from_slice(&r.body).map_err(|e| format!("body is not JSON ({e}): {}", short(&r.body)))
+    serde_json::from_slice(&r.body)
+        .map_err(|e| format!("body is not JSON ({e}): {}", short(&r.body)))
 }
 
 /// Headers every response must carry.
@@ -124,18 +125,26 @@ pub fn check_menu(v: &Value) -> Result<(), String> {
         .and_then(|m| m.as_array())
         .ok_or("menu is not an array")?;
     if items.len() != MENU.len() {
-        return Err(format!("menu has {} items, want {}", items.len(), MENU.len()));
+        return Err(format!(
+            "menu has {} items, want {}",
+            items.len(),
+            MENU.len()
+        ));
     }
     for (i, (it, (id, name, desc))) in items.iter().zip(MENU.iter()).enumerate() {
         let io = it.as_object().ok_or("menu item is not an object")?;
         if io.len() != 3 {
-            return Err(format!("menu item {i} must have exactly id, name, description"));
+            return Err(format!(
+                "menu item {i} must have exactly id, name, description"
+            ));
         }
         if io.get("id").and_then(|x| x.as_str()) != Some(id)
             || io.get("name").and_then(|x| x.as_str()) != Some(name)
             || io.get("description").and_then(|x| x.as_str()) != Some(desc)
         {
-            return Err(format!("menu item {i} is {it}, want {id} / {name} / {desc}"));
+            return Err(format!(
+                "menu item {i} is {it}, want {id} / {name} / {desc}"
+            ));
         }
     }
     Ok(())
@@ -158,7 +167,9 @@ pub fn status_rank(s: &str) -> usize {
 
 /// Exact Order shape and internal consistency.
 pub fn parse_order(v: &Value) -> Result<Order, String> {
-    let o = v.as_object().ok_or_else(|| format!("order is not an object: {v}"))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| format!("order is not an object: {v}"))?;
     const KEYS: [&str; 5] = ["id", "menu_item_id", "menu_name", "status", "order_number"];
     if o.len() != KEYS.len() || !KEYS.iter().all(|k| o.contains_key(*k)) {
         return Err(format!("order must have exactly the keys {KEYS:?}: {v}"));
@@ -182,7 +193,9 @@ pub fn parse_order(v: &Value) -> Result<Order, String> {
         .rsplit_once('-')
         .ok_or_else(|| format!("id {id:?} is not <store>-<n>"))?;
     if n != number.to_string() || store.is_empty() {
-        return Err(format!("id {id:?} does not end with -<order_number> ({number})"));
+        return Err(format!(
+            "id {id:?} does not end with -<order_number> ({number})"
+        ));
     }
     match menu_name(&item) {
         Some(want) if want == name => {}
@@ -210,8 +223,12 @@ pub struct Avg {
 }
 
 pub fn parse_avg(b: &[u8]) -> Result<Avg, String> {
-    let a: Avg = serde_json::from_slice(b)
-        .map_err(|e| format!("not {{\"average\":<number>,\"count\":<integer>}} ({e}): {}", short(b)))?;
+    let a: Avg = serde_json::from_slice(b).map_err(|e| {
+        format!(
+            "not {{\"average\":<number>,\"count\":<integer>}} ({e}): {}",
+            short(b)
+        )
+    })?;
     if !a.average.is_finite() {
         return Err(format!("average not finite: {}", short(b)));
     }
@@ -365,7 +382,9 @@ mod tests {
             Some("Order not found")
         )
         .is_ok());
-        assert!(check_error_value(&json!({"error":"Bad Request","message":"x"}), 404, None).is_err());
+        assert!(
+            check_error_value(&json!({"error":"Bad Request","message":"x"}), 404, None).is_err()
+        );
         assert!(check_error_value(&json!({"error":"Bad Request"}), 400, None).is_err());
     }
 
@@ -373,7 +392,10 @@ mod tests {
     fn averages() {
         assert_eq!(
             parse_avg(br#"{"average":2.5,"count":4}"#).unwrap(),
-            Avg { average: 2.5, count: 4 }
+            Avg {
+                average: 2.5,
+                count: 4
+            }
         );
         assert!(parse_avg(br#"{"average":2.5,"count":4,"x":1}"#).is_err());
         assert!(parse_avg(br#"{"average":2.5}"#).is_err());
@@ -386,23 +408,63 @@ mod tests {
     #[test]
     fn probe_identification() {
         // window 1..=1
-        assert_eq!(probe_newest(&Avg { average: 1.0, count: 1 }).unwrap(), 1);
+        assert_eq!(
+            probe_newest(&Avg {
+                average: 1.0,
+                count: 1
+            })
+            .unwrap(),
+            1
+        );
         // window 3..=6: avg 4.5
-        assert_eq!(probe_newest(&Avg { average: 4.5, count: 4 }).unwrap(), 6);
+        assert_eq!(
+            probe_newest(&Avg {
+                average: 4.5,
+                count: 4
+            })
+            .unwrap(),
+            6
+        );
         // window 100..=124
         let (j, k) = (100u64, 124u64);
         let sum: u64 = (j..=k).sum();
         let avg = sum as f64 / (k - j + 1) as f64;
-        assert_eq!(probe_newest(&Avg { average: avg, count: k - j + 1 }).unwrap(), k);
-        assert!(probe_newest(&Avg { average: 4.3, count: 4 }).is_err());
-        assert!(probe_newest(&Avg { average: 4.5, count: 3 }).is_err());
-        assert!(probe_newest(&Avg { average: 1.0, count: 3 }).is_err());
+        assert_eq!(
+            probe_newest(&Avg {
+                average: avg,
+                count: k - j + 1
+            })
+            .unwrap(),
+            k
+        );
+        assert!(probe_newest(&Avg {
+            average: 4.3,
+            count: 4
+        })
+        .is_err());
+        assert!(probe_newest(&Avg {
+            average: 4.5,
+            count: 3
+        })
+        .is_err());
+        assert!(probe_newest(&Avg {
+            average: 1.0,
+            count: 3
+        })
+        .is_err());
         // every run j..=k over a range identifies k
         for j in 1..60u64 {
             for k in j..j + 40 {
                 let n = k - j + 1;
                 let avg = (j..=k).sum::<u64>() as f64 / n as f64;
-                assert_eq!(probe_newest(&Avg { average: avg, count: n }).unwrap(), k);
+                assert_eq!(
+                    probe_newest(&Avg {
+                        average: avg,
+                        count: n
+                    })
+                    .unwrap(),
+                    k
+                );
             }
         }
     }
@@ -413,10 +475,7 @@ mod tests {
         assert_eq!(s.stay_num, "2");
         assert!(parse_stay(br#"{"stay_num":2,"start_time":"null"}"#).is_err());
         assert!(parse_stay(br#"{"stay_num":"2","start_time":null}"#).is_err());
-        assert_eq!(
-            parse_tokyo_rfc3339("1970-01-01T09:00:00+09:00").unwrap(),
-            0
-        );
+        assert_eq!(parse_tokyo_rfc3339("1970-01-01T09:00:00+09:00").unwrap(), 0);
         assert_eq!(
             parse_tokyo_rfc3339("2025-10-25T14:03:21+09:00").unwrap(),
             1761368601

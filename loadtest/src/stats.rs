@@ -289,6 +289,7 @@ impl RunResult {
     pub fn error_count(&self) -> u64 {
         self.errors.iter().map(|(_, i)| i.count).sum()
     }
+    #[cfg(test)]
     pub fn counter(&self, name: &str) -> Option<&CounterOut> {
         self.counters.iter().find(|c| c.name == name)
     }

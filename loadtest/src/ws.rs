@@ -34,7 +34,13 @@ pub fn accept_key(key: &str) -> String {
 
 /// Append one frame (FIN set unless `fin` is false) to `out`. `mask` = None
 /// writes an unmasked (server-style) frame, used by the tests.
-pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: u8,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     out.push(if fin { 0x80 } else { 0 } | (opcode & 0x0f));
     let mbit = if mask.is_some() { 0x80 } else { 0 };
     let n = payload.len();
@@ -80,7 +86,10 @@ pub fn decode_frame(buf: &mut [u8], max_len: usize) -> Result<Option<Frame>, Str
         return Err(format!("reserved bits set (first byte {b0:#04x})"));
     }
     let opcode = b0 & 0x0f;
-    if !matches!(opcode, OP_CONT | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
+    if !matches!(
+        opcode,
+        OP_CONT | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG
+    ) {
         return Err(format!("unknown opcode {opcode:#x}"));
     }
     let masked = b1 & 0x80 != 0;
@@ -304,8 +313,9 @@ impl WsConn {
     ) -> Result<WsConn, HsError> {
         let mut rng: u64 = rand::random::<u64>() | 1;
         let s = connect_start(target.addr, src)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
+        s.set_read_timeout(Some(timeout)).map_err(io::Error::from)?;
+        s.set_write_timeout(Some(timeout))
+            .map_err(io::Error::from)?;
         let mut keyb = [0u8; 16];
         keyb[..8].copy_from_slice(&xorshift(&mut rng).to_le_bytes());
         keyb[8..].copy_from_slice(&xorshift(&mut rng).to_le_bytes());
@@ -328,7 +338,9 @@ impl WsConn {
                 }
             }
             if eof {
-                return Err(HsError::Bad("connection closed during the handshake".into()));
+                return Err(HsError::Bad(
+                    "connection closed during the handshake".into(),
+                ));
             }
             if end == buf.len() {
                 if buf.len() > 32 * 1024 {
@@ -366,7 +378,7 @@ impl WsConn {
             }
         }
         check_upgrade(&head, &key).map_err(HsError::Bad)?;
-        s.set_read_timeout(None)?;
+        s.set_read_timeout(None).map_err(io::Error::from)?;
         // keep any frame bytes that arrived with the 101
         let extra = &buf[head.len..end];
         let mut rbuf = vec![0u8; buf_size.max(extra.len()).max(64)];
@@ -384,10 +396,6 @@ impl WsConn {
             close_received: None,
             pings_answered: 0,
         })
-    }
-
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        self.s.set_read_timeout(d)
     }
 
     /// Payload of the last event returned by `next_event`/`recv`.
@@ -541,7 +549,8 @@ impl WsConn {
                     Ev::Close(code) => {
                         if !self.close_sent {
                             self.close_sent = true;
-                            let payload = code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
+                            let payload =
+                                code.map(|c| c.to_be_bytes().to_vec()).unwrap_or_default();
                             // best effort: the server may already be gone
                             let _ = self.send_frame(OP_CLOSE, &payload).await;
                         }
@@ -598,7 +607,7 @@ mod tests {
     fn rfc_accept_example() {
         assert_eq!(
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZK+xOo2Q="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
@@ -637,13 +646,24 @@ mod tests {
         let f = decode_frame(&mut a, 100).unwrap().unwrap();
         assert_eq!(&a[f.payload.0..f.payload.1], b"Hello");
         // masked "Hello"
-        let mut b = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut b = vec![
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let f = decode_frame(&mut b, 100).unwrap().unwrap();
         assert!(f.masked);
         assert_eq!(&b[f.payload.0..f.payload.1], b"Hello");
         let mut enc = Vec::new();
-        encode_frame(&mut enc, true, OP_TEXT, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
-        assert_eq!(enc, vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        encode_frame(
+            &mut enc,
+            true,
+            OP_TEXT,
+            b"Hello",
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+        );
+        assert_eq!(
+            enc,
+            vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
         // fragmented "Hel" + "lo"
         let mut c = vec![0x01, 0x03, 0x48, 0x65, 0x6c];
         let f = decode_frame(&mut c, 100).unwrap().unwrap();
@@ -667,7 +687,10 @@ mod tests {
     #[test]
     fn close_payloads() {
         assert_eq!(parse_close(&[]).unwrap(), None);
-        assert_eq!(parse_close(&[0x03, 0xe8]).unwrap(), Some((1000, String::new())));
+        assert_eq!(
+            parse_close(&[0x03, 0xe8]).unwrap(),
+            Some((1000, String::new()))
+        );
         assert_eq!(
             parse_close(&[0x03, 0xe9, b'b', b'y', b'e']).unwrap(),
             Some((1001, "bye".into()))
@@ -680,11 +703,11 @@ mod tests {
     #[test]
     fn upgrade_check() {
         let key = "dGhlIHNhbXBsZSBub25jZQ==";
-        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZK+xOo2Q=\r\n\r\n";
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         let h = parse_head(raw).unwrap().unwrap();
         assert!(check_upgrade(&h, key).is_ok());
         assert!(check_upgrade(&h, "AAAAAAAAAAAAAAAAAAAAAA==").is_err());
-        let raw = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZK+xOo2Q=\r\n\r\n";
+        let raw = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
         assert!(check_upgrade(&parse_head(raw).unwrap().unwrap(), key).is_err());
     }
 

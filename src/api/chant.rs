@@ -13,7 +13,12 @@ pub async fn chant(shard: &Shard, head: &Head<'_, '_>, body: &[u8], out: &mut Ve
         return Status::BadRequest;
     };
     let Some(item) = menu::find(&id) else {
-        response::error(out, Status::BadRequest, &format!("invalid menu_item_id: {id}"), close);
+        response::error(
+            out,
+            Status::BadRequest,
+            &format!("invalid menu_item_id: {id}"),
+            close,
+        );
         return Status::BadRequest;
     };
     let line = shard.chanter.line(item).await;

@@ -31,7 +31,11 @@ fn menu_json() -> &'static [u8] {
         let menu = Menu {
             menu: MENU
                 .iter()
-                .map(|item| Item { id: item.id, name: item.name, description: item.description })
+                .map(|item| Item {
+                    id: item.id,
+                    name: item.name,
+                    description: item.description,
+                })
                 .collect(),
         };
         serde_json::to_vec(&menu).expect("menu encodes")
@@ -44,7 +48,14 @@ pub fn menu(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
 }
 
 pub fn swagger(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
-    response::write(out, Status::Ok, "application/yaml", "", SWAGGER_YAML.as_bytes(), head.close);
+    response::write(
+        out,
+        Status::Ok,
+        "application/yaml",
+        "",
+        SWAGGER_YAML.as_bytes(),
+        head.close,
+    );
     Status::Ok
 }
 
@@ -55,6 +66,13 @@ pub async fn metrics(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> S
         orders.by_menu_and_status[usize::from(order.menu)][order.status as usize] += 1;
     }
     let text = snapshot.render(&orders);
-    response::write(out, Status::Ok, "text/plain; version=0.0.4; charset=utf-8", "", text.as_bytes(), head.close);
+    response::write(
+        out,
+        Status::Ok,
+        "text/plain; version=0.0.4; charset=utf-8",
+        "",
+        text.as_bytes(),
+        head.close,
+    );
     Status::Ok
 }

@@ -11,7 +11,13 @@ use crate::runtime::shard::Shard;
 
 /// Answers one REST request (method already checked against the route) and returns the
 /// status it answered with.
-pub async fn handle(shard: &Shard, route: Route<'_>, head: &Head<'_, '_>, body: &[u8], out: &mut Vec<u8>) -> Status {
+pub async fn handle(
+    shard: &Shard,
+    route: Route<'_>,
+    head: &Head<'_, '_>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Status {
     match route {
         Route::Health => info::health(head, out),
         Route::Menu => info::menu(head, out),
@@ -46,9 +52,24 @@ mod tests {
 
     #[test]
     fn menu_item_id_accepts_only_a_non_empty_string_field_of_an_object() {
-        assert_eq!(menu_item_id(br#"{"menu_item_id":"giiku-sai"}"#).as_deref(), Some("giiku-sai"));
-        assert_eq!(menu_item_id(br#" {"x":1,"menu_item_id":"a\u0062"}"#).as_deref(), Some("ab"));
-        for bad in [&b""[..], b"null", b"[\"giiku-sai\"]", br#"{"menu_item_id":""}"#, br#"{"menu_item_id":5}"#, b"{}", b"{", br#""s""#] {
+        assert_eq!(
+            menu_item_id(br#"{"menu_item_id":"giiku-sai"}"#).as_deref(),
+            Some("giiku-sai")
+        );
+        assert_eq!(
+            menu_item_id(br#" {"x":1,"menu_item_id":"a\u0062"}"#).as_deref(),
+            Some("ab")
+        );
+        for bad in [
+            &b""[..],
+            b"null",
+            b"[\"giiku-sai\"]",
+            br#"{"menu_item_id":""}"#,
+            br#"{"menu_item_id":5}"#,
+            b"{}",
+            b"{",
+            br#""s""#,
+        ] {
             assert_eq!(menu_item_id(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }

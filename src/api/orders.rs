@@ -45,7 +45,12 @@ fn fail(out: &mut Vec<u8>, status: Http, message: &str, close: bool) -> Http {
 }
 
 /// `/api/v1/stores/orders`: POST creates (public), GET lists (staff).
-pub async fn collection(shard: &Shard, head: &Head<'_, '_>, body: &[u8], out: &mut Vec<u8>) -> Http {
+pub async fn collection(
+    shard: &Shard,
+    head: &Head<'_, '_>,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Http {
     if head.method == crate::http::request::Method::Get {
         return list(shard, head, out);
     }
@@ -62,7 +67,12 @@ pub async fn collection(shard: &Shard, head: &Head<'_, '_>, body: &[u8], out: &m
         return fail(out, Http::BadRequest, "Invalid request body", close);
     };
     let Some(item) = menu::find(&id) else {
-        return fail(out, Http::BadRequest, &format!("menu item not found: {id}"), close);
+        return fail(
+            out,
+            Http::BadRequest,
+            &format!("menu item not found: {id}"),
+            close,
+        );
     };
     match shard.create_order(item, key).await {
         Ok(order) => write_order(shard, &order, Http::Created, close, out),
@@ -74,10 +84,15 @@ fn order_failure(error: OrderError, out: &mut Vec<u8>, close: bool) -> Http {
     match error {
         OrderError::NotFound => fail(out, Http::NotFound, "Order not found", close),
         // Only a move can find the wrong status; `advance` words it for its target.
-        OrderError::WrongStatus { .. } => fail(out, Http::InternalError, "unexpected order state", close),
-        OrderError::Unavailable | OrderError::Full => {
-            fail(out, Http::ServiceUnavailable, "order could not be made durable, try again later", close)
+        OrderError::WrongStatus { .. } => {
+            fail(out, Http::InternalError, "unexpected order state", close)
         }
+        OrderError::Unavailable | OrderError::Full => fail(
+            out,
+            Http::ServiceUnavailable,
+            "order could not be made durable, try again later",
+            close,
+        ),
     }
 }
 
@@ -122,13 +137,25 @@ fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
                 return fail(out, Http::BadRequest, &message, close);
             }
         },
-        Err(_) => return fail(out, Http::BadRequest, "unknown status: not percent-encoded", close),
+        Err(_) => {
+            return fail(
+                out,
+                Http::BadRequest,
+                "unknown status: not percent-encoded",
+                close,
+            )
+        }
     };
     let store_id = &shard.config().store_id;
     let mut body = Vec::with_capacity(64);
     body.extend_from_slice(br#"{"orders":["#);
     let mut first = true;
-    for order in shard.shared.index.iter().filter(|o| filter.is_none_or(|s| o.status == s)) {
+    for order in shard
+        .shared
+        .index
+        .iter()
+        .filter(|o| filter.is_none_or(|s| o.status == s))
+    {
         if !first {
             body.push(b',');
         }
@@ -140,7 +167,13 @@ fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
     Http::Ok
 }
 
-pub async fn advance(shard: &Shard, id: &str, to: Status, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
+pub async fn advance(
+    shard: &Shard,
+    id: &str,
+    to: Status,
+    head: &Head<'_, '_>,
+    out: &mut Vec<u8>,
+) -> Http {
     let close = head.close;
     if !crate::staff::authorized(head.authorization, &shard.shared.staff_token) {
         return unauthorized(out, close);
@@ -169,9 +202,18 @@ mod tests {
 
     #[test]
     fn order_ids_are_store_dash_digits() {
-        assert_eq!(parse_order_id("store-001-7", "store-001"), Some(OrderId::Here(7)));
-        assert_eq!(parse_order_id("store-002-7", "store-001"), Some(OrderId::Elsewhere));
-        assert_eq!(parse_order_id("store-001-99999999999999999999999", "store-001"), Some(OrderId::Elsewhere));
+        assert_eq!(
+            parse_order_id("store-001-7", "store-001"),
+            Some(OrderId::Here(7))
+        );
+        assert_eq!(
+            parse_order_id("store-002-7", "store-001"),
+            Some(OrderId::Elsewhere)
+        );
+        assert_eq!(
+            parse_order_id("store-001-99999999999999999999999", "store-001"),
+            Some(OrderId::Elsewhere)
+        );
         assert_eq!(parse_order_id("abc", "store-001"), None);
         assert_eq!(parse_order_id("store-001-abc", "store-001"), None);
         assert_eq!(parse_order_id("-7", "store-001"), None);

@@ -233,115 +233,28 @@ const DYE: &[&str] = &[
     "の光で照らし出せ",
 ];
 
-/// The sentence shapes, chosen uniformly.
+/// The sentence shapes, chosen uniformly; one per line, each under an
+/// example of what it writes.
+#[rustfmt::skip]
 const TEMPLATES: &[&[Part]] = &[
     // ストロベリーより生まれし紅き氷晶よ、技育祭の夜空に煌めけ！
-    &[
-        Flavour,
-        Pick(FLAVOUR_BOND),
-        Colour,
-        Pick(FALLING_ICE),
-        Text("よ、"),
-        Event,
-        Text("の"),
-        Pick(PLACE_AND_RISE),
-        Pick(MARK),
-    ],
+    &[Flavour, Pick(FLAVOUR_BOND), Colour, Pick(FALLING_ICE), Text("よ、"), Event, Text("の"), Pick(PLACE_AND_RISE), Pick(MARK)],
     // 絶対零度の支配者よ、技育博に捧ぐメロンの結晶を我が手に召喚せよ！
-    &[
-        Pick(ICE_POWERS),
-        Text("よ、"),
-        Event,
-        Pick(EVENT_TO_FLAVOUR),
-        Flavour,
-        Pick(FLAVOUR_OBJECT),
-        Pick(SUMMON),
-        Pick(MARK),
-    ],
+    &[Pick(ICE_POWERS), Text("よ、"), Event, Pick(EVENT_TO_FLAVOUR), Flavour, Pick(FLAVOUR_OBJECT), Pick(SUMMON), Pick(MARK)],
     // 技育展に挑む勇者たちよ、ブルーハワイの紺碧なる氷竜と契約せよ！
-    &[
-        Event,
-        Pick(GATHERED),
-        Pick(CROWD),
-        Text("、"),
-        Flavour,
-        Text("の"),
-        Colour,
-        Pick(ICE),
-        Pick(WORSHIP),
-        Pick(MARK),
-    ],
+    &[Event, Pick(GATHERED), Pick(CROWD), Text("、"), Flavour, Text("の"), Colour, Pick(ICE), Pick(WORSHIP), Pick(MARK)],
     // 我、技育博の名において命ず、メロンの氷華よ、我が器に宿れ！
-    &[
-        Text("我、"),
-        Event,
-        Text("の名において命ず、"),
-        Flavour,
-        Text("の"),
-        Pick(ICE),
-        Text("よ、"),
-        Pick(AWAKEN),
-        Pick(MARK),
-    ],
+    &[Text("我、"), Event, Text("の名において命ず、"), Flavour, Text("の"), Pick(ICE), Text("よ、"), Pick(AWAKEN), Pick(MARK)],
     // 技育祭の盟約に従い、ストロベリーの紅き氷竜よ、目覚めよ！
-    &[
-        Event,
-        Pick(COVENANT),
-        Flavour,
-        Text("の"),
-        Colour,
-        Pick(ICE),
-        Text("よ、"),
-        Pick(AWAKEN),
-        Pick(MARK),
-    ],
+    &[Event, Pick(COVENANT), Flavour, Text("の"), Colour, Pick(ICE), Text("よ、"), Pick(AWAKEN), Pick(MARK)],
     // 深淵の封印を解き、技育博にメロンの氷雨を降らせよ！
-    &[
-        Pick(SEAL_BROKEN),
-        Text("、"),
-        Event,
-        Text("に"),
-        Flavour,
-        Pick(ICE_CALLED),
-        Pick(MARK),
-    ],
+    &[Pick(SEAL_BROKEN), Text("、"), Event, Text("に"), Flavour, Pick(ICE_CALLED), Pick(MARK)],
     // 刻は来た、技育キャンプのオレンジよ、眠れる力を解放せよ！
-    &[
-        Pick(HOUR_COME),
-        Text("、"),
-        Event,
-        Text("の"),
-        Flavour,
-        Text("よ、"),
-        Pick(HIDDEN_POWER),
-        Pick(REVEAL),
-        Pick(MARK),
-    ],
+    &[Pick(HOUR_COME), Text("、"), Event, Text("の"), Flavour, Text("よ、"), Pick(HIDDEN_POWER), Pick(REVEAL), Pick(MARK)],
     // 陽炎の冷気よ、技育キャンプをオレンジの輝きで満たせ！
-    &[
-        Colour,
-        Pick(ICE),
-        Text("よ、"),
-        Event,
-        Text("を"),
-        Flavour,
-        Pick(DYE),
-        Pick(MARK),
-    ],
+    &[Colour, Pick(ICE), Text("よ、"), Event, Text("を"), Flavour, Pick(DYE), Pick(MARK)],
     // 聞け、技育展の同胞よ、ブルーハワイの蒼き氷晶に跪け！
-    &[
-        Text("聞け、"),
-        Event,
-        Text("の"),
-        Pick(FOLK),
-        Text("よ、"),
-        Flavour,
-        Text("の"),
-        Colour,
-        Pick(ICE),
-        Pick(WORSHIP),
-        Pick(MARK),
-    ],
+    &[Text("聞け、"), Event, Text("の"), Pick(FOLK), Text("よ、"), Flavour, Text("の"), Colour, Pick(ICE), Pick(WORSHIP), Pick(MARK)],
 ];
 
 /// Bytes reserved for a line: 40 characters of at most three UTF-8 bytes each,

@@ -101,7 +101,7 @@ pub fn check_line(line: &str, menu: MenuIndex) -> Result<(), RuleViolation> {
 
     let mut from_end = line.chars().rev();
     let (Some(last), Some(before_last)) = (from_end.next(), from_end.next()) else {
-        unreachable!("a line of at least MIN_CHARS has two characters");
+        return Err(RuleViolation::TooShort { chars });
     };
     if !is_closing_mark(last) {
         return Err(RuleViolation::NoClosingMark);

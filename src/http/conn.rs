@@ -24,8 +24,23 @@ enum Step {
     Answered { consumed: usize, close: bool },
     /// The buffer holds no complete request yet; `needed` is the size it must reach.
     NeedMore { needed: usize },
-    /// The handshake was answered with 101; the connection now speaks WebSocket.
-    Upgrade { consumed: usize, kind: WsKind, room: String },
+    /// The handshake was accepted; the connection now speaks WebSocket. `greeting` is the
+    /// `101` response, sent by the room's home core once the client has joined, so that
+    /// a client never hears "connected" before the room would include it.
+    Upgrade {
+        consumed: usize,
+        kind: WsKind,
+        room: String,
+        greeting: Vec<u8>,
+    },
+}
+
+/// A connection that is becoming a WebSocket.
+struct Upgrade {
+    consumed: usize,
+    kind: WsKind,
+    room: String,
+    greeting: Vec<u8>,
 }
 
 struct Connection {
@@ -47,7 +62,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Err(why) => {
             shard.metrics.rejected(why);
             let mut out = Vec::new();
-            response::error(&mut out, Status::ServiceUnavailable, "server is at its connection limit, try again later", true);
+            response::error(
+                &mut out,
+                Status::ServiceUnavailable,
+                "server is at its connection limit, try again later",
+                true,
+            );
             let mut stream = stream;
             let _ = stream.write_all(&out).await;
             return;
@@ -69,10 +89,30 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     shard.metrics.closed(Endpoint::Http);
     drop(permit);
     match upgrade {
-        Ok(Some((kind, room, consumed))) => {
-            let Connection { stream, buf, filled, .. } = connection;
+        Ok(Some(Upgrade {
+            consumed,
+            kind,
+            room,
+            greeting,
+        })) => {
+            let Connection {
+                stream,
+                buf,
+                filled,
+                ..
+            } = connection;
             let leftover = buf[consumed..filled].to_vec();
-            crate::ws::start(shard, stream, kind, room, leftover).await;
+            crate::ws::start(
+                shard,
+                stream,
+                crate::ws::Joining {
+                    kind,
+                    room,
+                    greeting,
+                    leftover,
+                },
+            )
+            .await;
         }
         Ok(None) if connection.linger => linger(connection.stream).await,
         _ => {}
@@ -96,7 +136,7 @@ pub async fn linger(mut stream: TcpStream) {
 
 impl Connection {
     /// Runs until close; `Some` when the connection became a WebSocket.
-    async fn run(&mut self) -> io::Result<Option<(WsKind, String, usize)>> {
+    async fn run(&mut self) -> io::Result<Option<Upgrade>> {
         let timeout = Duration::from_millis(self.shard.config().head_timeout_ms);
         let mut deadline = Instant::now() + timeout;
         loop {
@@ -112,9 +152,19 @@ impl Connection {
                         self.flush().await?;
                     }
                 }
-                Step::Upgrade { consumed, kind, room } => {
+                Step::Upgrade {
+                    consumed,
+                    kind,
+                    room,
+                    greeting,
+                } => {
                     self.flush().await?;
-                    return Ok(Some((kind, room, consumed)));
+                    return Ok(Some(Upgrade {
+                        consumed,
+                        kind,
+                        room,
+                        greeting,
+                    }));
                 }
                 Step::NeedMore { needed } => {
                     self.flush().await?;
@@ -124,14 +174,19 @@ impl Connection {
                         // Between requests: give back what a large one needed.
                         self.buf = vec![0; BUFFER_START_BYTES];
                     }
-                    let Some(remaining) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                    let Some(remaining) = deadline
+                        .checked_duration_since(Instant::now())
+                        .filter(|d| !d.is_zero())
+                    else {
                         return self.timed_out().await;
                     };
                     self.stream.set_read_timeout(Some(remaining))?;
                     match self.stream.read(&mut self.buf[self.filled..]).await {
                         Ok(0) => return Ok(None),
                         Ok(n) => self.filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.timed_out().await,
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                            return self.timed_out().await
+                        }
                         Err(e) => return Err(e),
                     }
                 }
@@ -140,10 +195,15 @@ impl Connection {
     }
 
     /// The head (or body) did not arrive in time: say so if a request had begun.
-    async fn timed_out(&mut self) -> io::Result<Option<(WsKind, String, usize)>> {
+    async fn timed_out(&mut self) -> io::Result<Option<Upgrade>> {
         if self.filled > 0 {
             self.shard.metrics.rejected(Rejected::HeadTimeout);
-            response::error(&mut self.out, Status::RequestTimeout, "request not received in time", true);
+            response::error(
+                &mut self.out,
+                Status::RequestTimeout,
+                "request not received in time",
+                true,
+            );
             self.flush().await?;
         }
         Ok(None)
@@ -175,21 +235,37 @@ impl Connection {
             Ok(head) => head,
             Err(HeadError::Partial) => {
                 if self.filled >= head_max {
-                    return self.fail(Status::HeadersTooLarge, "request head is larger than the limit");
+                    return self.fail(
+                        Status::HeadersTooLarge,
+                        "request head is larger than the limit",
+                    );
                 }
-                return Step::NeedMore { needed: (self.filled + 1).max(self.buf.len()).min(head_max) };
+                return Step::NeedMore {
+                    needed: (self.filled + 1).max(self.buf.len()).min(head_max),
+                };
             }
-            Err(HeadError::TooManyHeaders) => return self.fail(Status::HeadersTooLarge, "too many header lines"),
+            Err(HeadError::TooManyHeaders) => {
+                return self.fail(Status::HeadersTooLarge, "too many header lines")
+            }
             Err(HeadError::LengthRequired) => {
-                return self.fail(Status::LengthRequired, "chunked request bodies are not supported; send Content-Length")
+                return self.fail(
+                    Status::LengthRequired,
+                    "chunked request bodies are not supported; send Content-Length",
+                )
             }
             Err(HeadError::Malformed(why)) => return self.fail(Status::BadRequest, why),
         };
         if head.head_len > head_max {
-            return self.fail(Status::HeadersTooLarge, "request head is larger than the limit");
+            return self.fail(
+                Status::HeadersTooLarge,
+                "request head is larger than the limit",
+            );
         }
         if head.content_length > body_max {
-            return self.fail(Status::PayloadTooLarge, "request body is larger than the limit");
+            return self.fail(
+                Status::PayloadTooLarge,
+                "request body is larger than the limit",
+            );
         }
         let total = head.head_len + head.content_length;
         if self.filled < total {
@@ -202,12 +278,19 @@ impl Connection {
         let Some(route) = route::find(head.path) else {
             if head.method == Method::Options {
                 response::preflight(out, close);
-                shard.metrics.http_request("preflight", 204, elapsed_us(started));
+                shard
+                    .metrics
+                    .http_request("preflight", 204, elapsed_us(started));
             } else {
                 response::error(out, Status::NotFound, "no such path", close);
-                shard.metrics.http_request("unknown", 404, elapsed_us(started));
+                shard
+                    .metrics
+                    .http_request("unknown", 404, elapsed_us(started));
             }
-            return Step::Answered { consumed: total, close };
+            return Step::Answered {
+                consumed: total,
+                close,
+            };
         };
         let status = if head.method == Method::Options {
             response::preflight(out, close);
@@ -222,18 +305,32 @@ impl Connection {
             );
             Status::MethodNotAllowed
         } else if let Route::WebSocket(kind) = route {
+            let answered_before = out.len();
             match crate::ws::upgrade::answer(kind, &head, out) {
                 Ok(room) => {
-                    shard.metrics.http_request(route.label(), 101, elapsed_us(started));
-                    return Step::Upgrade { consumed: total, kind, room };
+                    shard
+                        .metrics
+                        .http_request(route.label(), 101, elapsed_us(started));
+                    let greeting = out.split_off(answered_before);
+                    return Step::Upgrade {
+                        consumed: total,
+                        kind,
+                        room,
+                        greeting,
+                    };
                 }
                 Err(status) => status,
             }
         } else {
             crate::api::handle(shard, route, &head, body, out).await
         };
-        shard.metrics.http_request(route.label(), status.code(), elapsed_us(started));
-        Step::Answered { consumed: total, close }
+        shard
+            .metrics
+            .http_request(route.label(), status.code(), elapsed_us(started));
+        Step::Answered {
+            consumed: total,
+            close,
+        }
     }
 
     /// Answers an error after which the byte stream cannot be trusted, and closes.
@@ -241,7 +338,10 @@ impl Connection {
         response::error(&mut self.out, status, message, true);
         self.linger = true;
         self.shard.metrics.http_request("invalid", status.code(), 0);
-        Step::Answered { consumed: self.filled, close: true }
+        Step::Answered {
+            consumed: self.filled,
+            close: true,
+        }
     }
 }
 

@@ -61,7 +61,10 @@ mod tests {
         let get = |q: &str, n: &str| param(Some(q), n).map(|v| v.map(|v| v.into_owned()));
         assert_eq!(get("room=abc", "room"), Ok(Some(b"abc".to_vec())));
         assert_eq!(get("x=1&room=a%20b+c", "room"), Ok(Some(b"a b c".to_vec())));
-        assert_eq!(get("room=%E3%81%82", "room"), Ok(Some("あ".as_bytes().to_vec())));
+        assert_eq!(
+            get("room=%E3%81%82", "room"),
+            Ok(Some("あ".as_bytes().to_vec()))
+        );
         assert_eq!(get("room", "room"), Ok(Some(Vec::new())));
         assert_eq!(get("rooms=1", "room"), Ok(None));
         assert_eq!(get("room=%zz", "room"), Err(BadEncoding));

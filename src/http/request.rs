@@ -76,7 +76,9 @@ pub fn parse<'b, 'h>(
     let method = Method::parse(request.method.unwrap_or(""));
     let target = request.path.unwrap_or("");
     if !target.starts_with('/') {
-        return Err(HeadError::Malformed("request target must be an absolute path"));
+        return Err(HeadError::Malformed(
+            "request target must be an absolute path",
+        ));
     }
     let (path, query) = match target.split_once('?') {
         Some((path, query)) => (path, Some(query)),
@@ -155,7 +157,8 @@ mod tests {
 
     #[test]
     fn reads_path_query_length_and_keepalive() {
-        let raw = b"POST /api/v1/stores/orders?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        let raw =
+            b"POST /api/v1/stores/orders?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
         let (method, path, query, head_len, length, close) = parse_ok(raw);
         assert_eq!(method, Method::Post);
         assert_eq!(path, "/api/v1/stores/orders");
@@ -175,26 +178,47 @@ mod tests {
     #[test]
     fn rejects_what_cannot_be_trusted() {
         let mut storage = header_storage();
-        assert_eq!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut storage).unwrap_err(), HeadError::Partial);
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut storage).unwrap_err(),
+            HeadError::Partial
+        );
         let mut storage = header_storage();
-        assert!(matches!(parse(b"GARBAGE\r\n\r\n", &mut storage), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse(b"GARBAGE\r\n\r\n", &mut storage),
+            Err(HeadError::Malformed(_))
+        ));
         let mut storage = header_storage();
         let raw = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert!(matches!(parse(raw, &mut storage), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse(raw, &mut storage),
+            Err(HeadError::Malformed(_))
+        ));
         let mut storage = header_storage();
         let raw = b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
-        assert!(matches!(parse(raw, &mut storage), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse(raw, &mut storage),
+            Err(HeadError::Malformed(_))
+        ));
         let mut storage = header_storage();
         let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(parse(raw, &mut storage).unwrap_err(), HeadError::LengthRequired);
+        assert_eq!(
+            parse(raw, &mut storage).unwrap_err(),
+            HeadError::LengthRequired
+        );
         let mut storage = header_storage();
-        assert!(matches!(parse(b"GET http://x/ HTTP/1.1\r\n\r\n", &mut storage), Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse(b"GET http://x/ HTTP/1.1\r\n\r\n", &mut storage),
+            Err(HeadError::Malformed(_))
+        ));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..HEADERS_MAX + 1 {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
         let mut storage = header_storage();
-        assert_eq!(parse(&many, &mut storage).unwrap_err(), HeadError::TooManyHeaders);
+        assert_eq!(
+            parse(&many, &mut storage).unwrap_err(),
+            HeadError::TooManyHeaders
+        );
     }
 }

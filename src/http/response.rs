@@ -93,9 +93,22 @@ pub fn error(out: &mut Vec<u8>, status: Status, message: &str, close: bool) {
     error_with_headers(out, status, message, "", close);
 }
 
-pub fn error_with_headers(out: &mut Vec<u8>, status: Status, message: &str, extra: &str, close: bool) {
+pub fn error_with_headers(
+    out: &mut Vec<u8>,
+    status: Status,
+    message: &str,
+    extra: &str,
+    close: bool,
+) {
     let body = serde_json::json!({ "error": status.reason(), "message": message }).to_string();
-    write(out, status, "application/json", extra, body.as_bytes(), close);
+    write(
+        out,
+        status,
+        "application/json",
+        extra,
+        body.as_bytes(),
+        close,
+    );
 }
 
 /// `OPTIONS` on any path: the permissive preflight answer of the original.

@@ -109,7 +109,10 @@ mod tests {
     fn every_contract_path_has_a_route() {
         assert_eq!(find("/healthz"), Some(Route::Health));
         assert_eq!(find("/ws/health"), Some(Route::Health));
-        assert_eq!(find("/api/v1/stores/orders/store-001-7"), Some(Route::Order("store-001-7")));
+        assert_eq!(
+            find("/api/v1/stores/orders/store-001-7"),
+            Some(Route::Order("store-001-7"))
+        );
         assert_eq!(
             find("/api/v1/stores/orders/store-001-7/complete"),
             Some(Route::Advance("store-001-7", Status::Completed))
@@ -127,7 +130,10 @@ mod tests {
 
     #[test]
     fn allow_header_lists_the_routes_methods() {
-        assert_eq!(Route::Orders.allow_header(), "Allow: GET, POST, OPTIONS\r\n");
+        assert_eq!(
+            Route::Orders.allow_header(),
+            "Allow: GET, POST, OPTIONS\r\n"
+        );
         assert_eq!(Route::Chant.allow_header(), "Allow: POST, OPTIONS\r\n");
         assert_eq!(Route::Menu.allow_header(), "Allow: GET, OPTIONS\r\n");
     }

@@ -99,7 +99,10 @@ pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Re
                 flush_scheduled: Cell::new(false),
                 json: RefCell::new(Vec::with_capacity(64)),
             });
-            meter.rooms.borrow_mut().insert(name.to_string(), room.clone());
+            meter
+                .rooms
+                .borrow_mut()
+                .insert(name.to_string(), room.clone());
             shard.metrics.room_delta(Endpoint::Meter, 1);
             room
         }
@@ -177,7 +180,13 @@ impl Member {
             return;
         }
         self.rate_count += 1;
-        if self.room.window.borrow_mut().add(&mut self.contribution, sample, now_ms).is_err() {
+        if self
+            .room
+            .window
+            .borrow_mut()
+            .add(&mut self.contribution, sample, now_ms)
+            .is_err()
+        {
             shard.metrics.ignored(Ignored::NotAValue);
             return;
         }
@@ -202,7 +211,10 @@ impl Member {
     /// Withdraws this member's samples and leaves; the last one out closes the room.
     pub fn leave(mut self, shard: &Rc<Shard>) {
         let now_ms = shard.ws.now_ms();
-        self.room.window.borrow_mut().withdraw(&mut self.contribution, now_ms);
+        self.room
+            .window
+            .borrow_mut()
+            .withdraw(&mut self.contribution, now_ms);
         let mut members = self.room.members.borrow_mut();
         let index = self.slot.member_index.get();
         members.swap_remove(index);

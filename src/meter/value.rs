@@ -96,7 +96,11 @@ impl Visitor<'_> for KeyVisitor {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
-        Ok(if key == "value" { Key::Value } else { Key::Other })
+        Ok(if key == "value" {
+            Key::Value
+        } else {
+            Key::Other
+        })
     }
 }
 
@@ -114,11 +118,17 @@ mod tests {
         assert_eq!(parse(r#"{"value": 42.5}"#), Some(42.5));
         assert_eq!(parse(r#"{"value":-3}"#), Some(-3.0));
         assert_eq!(parse(r#"{"value":1e2}"#), Some(100.0));
-        assert_eq!(parse(" \n{ \"name\": \"x\", \"value\" : 7 , \"extra\": [1, {\"a\": null}] }\t"), Some(7.0));
+        assert_eq!(
+            parse(" \n{ \"name\": \"x\", \"value\" : 7 , \"extra\": [1, {\"a\": null}] }\t"),
+            Some(7.0)
+        );
         assert_eq!(parse(r#"{"val\u0075e": 5}"#), Some(5.0));
         assert_eq!(parse(r#"{"value": 1e9}"#), Some(1e9));
         assert_eq!(parse(r#"{"value": -1e9}"#), Some(-1e9));
         assert_eq!(parse(r#"{"value": 1e-300}"#), Some(1e-300));
+        // Ignored fields are skipped, not judged: serde_json::Value would
+        // refuse this out-of-range number, we do not look at it.
+        assert_eq!(parse(r#"{"value": 5, "other": 1e999}"#), Some(5.0));
     }
 
     #[test]
@@ -177,7 +187,9 @@ mod tests {
 
     fn json_value() -> impl Strategy<Value = String> {
         prop_oneof![
-            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| format!("{v:e}")),
+            any::<f64>()
+                .prop_filter("finite", |v| v.is_finite())
+                .prop_map(|v| format!("{v:e}")),
             (-2_000_000_000i64..2_000_000_000).prop_map(|v| v.to_string()),
             (-1e10..1e10f64).prop_map(|v| v.to_string()),
             Just("0".to_owned()),
@@ -187,7 +199,6 @@ mod tests {
             Just("\"5\"".to_owned()),
             Just("[1, 2]".to_owned()),
             Just("{\"value\": 3}".to_owned()),
-            Just("1e999".to_owned()),
         ]
     }
 
@@ -232,8 +243,16 @@ mod tests {
             let mut out = Vec::new();
             write_reading(average, count, &mut out);
             let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
-            prop_assert_eq!(parsed["average"].as_f64(), Some(average));
+            prop_assert!(parsed["average"].is_number());
             prop_assert_eq!(parsed["count"].as_u64(), Some(count));
+            // serde_json's default float parsing may be 1 ulp off; the
+            // exact round trip is checked with Rust's own parser.
+            let text = std::str::from_utf8(&out).unwrap();
+            let number = text
+                .strip_prefix("{\"average\":")
+                .and_then(|rest| rest.split(',').next())
+                .unwrap();
+            prop_assert_eq!(number.parse::<f64>().unwrap(), average);
         }
     }
 }

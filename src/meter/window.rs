@@ -130,15 +130,14 @@ impl Bucket {
     }
 
     fn add(&mut self, other: Tally) {
-        let mut tally = self.tally();
-        tally.add(other);
-        (self.sum_fixed, self.count) = (tally.sum_fixed, tally.count);
+        self.sum_fixed += other.sum_fixed;
+        self.count += other.count;
     }
 
     fn subtract(&mut self, other: Tally) {
-        let mut tally = self.tally();
-        tally.subtract(other);
-        (self.sum_fixed, self.count) = (tally.sum_fixed, tally.count);
+        debug_assert!(self.count >= other.count);
+        self.sum_fixed -= other.sum_fixed;
+        self.count -= other.count;
     }
 }
 
@@ -175,7 +174,7 @@ impl Window {
         if bucket_ms == 0 {
             return Err(WindowConfigError::ZeroBucket);
         }
-        if window_ms == 0 || window_ms % bucket_ms != 0 {
+        if window_ms == 0 || !window_ms.is_multiple_of(bucket_ms) {
             return Err(WindowConfigError::NotWholeBuckets);
         }
         let bucket_count = window_ms / bucket_ms;
@@ -198,8 +197,7 @@ impl Window {
         value: f64,
         now_ms: u64,
     ) -> Result<(), SampleError> {
-        // `!(a <= b)` is also true for NaN.
-        if !(value.abs() <= SAMPLE_ABS_MAX) {
+        if !value.is_finite() || value.abs() > SAMPLE_ABS_MAX {
             return Err(SampleError::OutOfRange);
         }
         let epoch = self.advance(now_ms);
@@ -240,7 +238,10 @@ impl Window {
             }
             let slot = self.slot(share.epoch);
             let bucket = &mut self.buckets[slot];
-            debug_assert_eq!(bucket.epoch, share.epoch, "contribution from another window");
+            debug_assert_eq!(
+                bucket.epoch, share.epoch,
+                "contribution from another window"
+            );
             if bucket.epoch == share.epoch {
                 bucket.subtract(share.tally());
                 self.total.subtract(share.tally());
@@ -347,10 +348,22 @@ mod tests {
 
     #[test]
     fn config_is_validated() {
-        assert_eq!(Window::new(5_000, 0).unwrap_err(), WindowConfigError::ZeroBucket);
-        assert_eq!(Window::new(5_000, 300).unwrap_err(), WindowConfigError::NotWholeBuckets);
-        assert_eq!(Window::new(0, 100).unwrap_err(), WindowConfigError::NotWholeBuckets);
-        assert_eq!(Window::new(10_001, 1).unwrap_err(), WindowConfigError::TooManyBuckets);
+        assert_eq!(
+            Window::new(5_000, 0).unwrap_err(),
+            WindowConfigError::ZeroBucket
+        );
+        assert_eq!(
+            Window::new(5_000, 300).unwrap_err(),
+            WindowConfigError::NotWholeBuckets
+        );
+        assert_eq!(
+            Window::new(0, 100).unwrap_err(),
+            WindowConfigError::NotWholeBuckets
+        );
+        assert_eq!(
+            Window::new(10_001, 1).unwrap_err(),
+            WindowConfigError::TooManyBuckets
+        );
         assert!(Window::new(100, 100).is_ok());
         assert!(Window::new(10_000, 1).is_ok());
     }
@@ -358,8 +371,20 @@ mod tests {
     #[test]
     fn empty_room_reads_zero() {
         let mut window = window();
-        assert_eq!(window.read(0), Reading { average: 0.0, count: 0 });
-        assert_eq!(window.read(u64::MAX), Reading { average: 0.0, count: 0 });
+        assert_eq!(
+            window.read(0),
+            Reading {
+                average: 0.0,
+                count: 0
+            }
+        );
+        assert_eq!(
+            window.read(u64::MAX),
+            Reading {
+                average: 0.0,
+                count: 0
+            }
+        );
     }
 
     #[test]
@@ -368,11 +393,29 @@ mod tests {
         let mut alice = Contribution::default();
         window.add(&mut alice, 10.0, 1_050).unwrap(); // bucket 10
         window.add(&mut alice, 20.0, 1_150).unwrap(); // bucket 11
-        assert_eq!(window.read(1_150), Reading { average: 15.0, count: 2 });
+        assert_eq!(
+            window.read(1_150),
+            Reading {
+                average: 15.0,
+                count: 2
+            }
+        );
         // Bucket 10 is live through bucket 59 (time 5_999), gone at 6_000.
         assert_eq!(window.read(5_999).count, 2);
-        assert_eq!(window.read(6_000), Reading { average: 20.0, count: 1 });
-        assert_eq!(window.read(6_100), Reading { average: 0.0, count: 0 });
+        assert_eq!(
+            window.read(6_000),
+            Reading {
+                average: 20.0,
+                count: 1
+            }
+        );
+        assert_eq!(
+            window.read(6_100),
+            Reading {
+                average: 0.0,
+                count: 0
+            }
+        );
     }
 
     #[test]
@@ -383,9 +426,21 @@ mod tests {
         window.add(&mut alice, 5.0, 4_999).unwrap();
         assert_eq!(window.read(u64::MAX / 2).count, 0);
         window.add(&mut alice, 7.0, u64::MAX / 2).unwrap();
-        assert_eq!(window.read(u64::MAX), Reading { average: 0.0, count: 0 });
+        assert_eq!(
+            window.read(u64::MAX),
+            Reading {
+                average: 0.0,
+                count: 0
+            }
+        );
         window.add(&mut alice, 9.0, u64::MAX).unwrap();
-        assert_eq!(window.read(u64::MAX), Reading { average: 9.0, count: 1 });
+        assert_eq!(
+            window.read(u64::MAX),
+            Reading {
+                average: 9.0,
+                count: 1
+            }
+        );
     }
 
     #[test]
@@ -394,7 +449,13 @@ mod tests {
         let mut alice = Contribution::default();
         window.add(&mut alice, 1.0, 10_000).unwrap();
         window.add(&mut alice, 3.0, 2_000).unwrap();
-        assert_eq!(window.read(0), Reading { average: 2.0, count: 2 });
+        assert_eq!(
+            window.read(0),
+            Reading {
+                average: 2.0,
+                count: 2
+            }
+        );
         window.withdraw(&mut alice, 0);
         assert_eq!(window.read(10_000).count, 0);
     }
@@ -410,7 +471,13 @@ mod tests {
         window.add(&mut bob, 4.0, 4_000).unwrap();
         assert_eq!(window.read(5_500).count, 3, "alice's first sample expired");
         window.withdraw(&mut alice, 5_500);
-        assert_eq!(window.read(5_500), Reading { average: 3.0, count: 2 });
+        assert_eq!(
+            window.read(5_500),
+            Reading {
+                average: 3.0,
+                count: 2
+            }
+        );
         assert_eq!(alice.heap_bytes(), 0);
         window.withdraw(&mut bob, 20_000);
         assert_eq!(window.read(20_000).count, 0);
@@ -424,7 +491,13 @@ mod tests {
         window.add(&mut alice, 1.0, 0).unwrap();
         window.add(&mut bob, 2.0, 9_000).unwrap();
         window.withdraw(&mut alice, 9_000);
-        assert_eq!(window.read(9_000), Reading { average: 2.0, count: 1 });
+        assert_eq!(
+            window.read(9_000),
+            Reading {
+                average: 2.0,
+                count: 1
+            }
+        );
     }
 
     #[test]
@@ -457,11 +530,20 @@ mod tests {
         let mut window = window();
         let mut alice = Contribution::default();
         for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e9 + 1.0, -2e9] {
-            assert_eq!(window.add(&mut alice, value, 0), Err(SampleError::OutOfRange));
+            assert_eq!(
+                window.add(&mut alice, value, 0),
+                Err(SampleError::OutOfRange)
+            );
         }
         window.add(&mut alice, 1e9, 0).unwrap();
         window.add(&mut alice, -1e9, 0).unwrap();
-        assert_eq!(window.read(0), Reading { average: 0.0, count: 2 });
+        assert_eq!(
+            window.read(0),
+            Reading {
+                average: 0.0,
+                count: 2
+            }
+        );
     }
 
     #[test]
@@ -473,7 +555,13 @@ mod tests {
         window.add(&mut quiet, 0.001, 0).unwrap();
         window.add(&mut loud, -999_999_999.9, 0).unwrap();
         window.withdraw(&mut loud, 0);
-        assert_eq!(window.read(0), Reading { average: 0.001, count: 1 });
+        assert_eq!(
+            window.read(0),
+            Reading {
+                average: 0.001,
+                count: 1
+            }
+        );
     }
 
     /// Sums `values` exactly and rounds once (Shewchuk's algorithm, as in
@@ -498,7 +586,10 @@ mod tests {
             partials.truncate(kept);
             partials.push(x);
         }
-        partials.iter().rev().fold(0.0, |sum, partial| sum + partial)
+        partials
+            .iter()
+            .rev()
+            .fold(0.0, |sum, partial| sum + partial)
     }
 
     #[derive(Clone, Debug)]

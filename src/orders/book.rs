@@ -16,17 +16,18 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::fs::File;
 use std::future::poll_fn;
 use std::io;
 use std::mem;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use glommio::io::BufferedFile;
+use glommio::io::{BufferedFile, OpenOptions};
 use glommio::Task;
 use hdrhistogram::Histogram;
 
@@ -47,7 +48,9 @@ const SYNC_LATENCY_MAX_US: u64 = 60_000_000;
 pub enum OrderError {
     NotFound,
     /// The order exists but its status is not the one the move starts from.
-    WrongStatus { current: Status },
+    WrongStatus {
+        current: Status,
+    },
     /// The journal cannot take the request: it failed, is shutting down, or is
     /// overloaded. Nothing was recorded.
     Unavailable,
@@ -60,7 +63,11 @@ impl fmt::Display for OrderError {
         match self {
             OrderError::NotFound => write!(f, "order not found"),
             OrderError::WrongStatus { current } => {
-                write!(f, "the order is {}, which cannot move there", current.as_str())
+                write!(
+                    f,
+                    "the order is {}, which cannot move there",
+                    current.as_str()
+                )
             }
             OrderError::Unavailable => write!(f, "the order journal is unavailable"),
             OrderError::Full => write!(
@@ -90,45 +97,57 @@ pub struct OrderBook {
     /// Dropping the book cancels the committer; its unanswered requests then get
     /// `Unavailable`.
     committer: RefCell<Option<Task<()>>>,
+    /// Recovery's locked descriptor of the journal, closed (and so unlocked) when the
+    /// book is dropped. glommio closes its own descriptors asynchronously, which
+    /// never happens if the executor stops first, so it cannot carry the lock.
+    _lock: File,
 }
 
 impl OrderBook {
-    /// Starts the book on the current executor over a journal `recover` returned,
-    /// appending at `recovered.valid_len` through the file descriptor recovery opened
-    /// and locked (so it writes exactly the file it checked; `path` names it in
-    /// messages). Publishes nothing: the caller already filled `index` from
-    /// `recovered.orders`.
+    /// Starts the book on the current executor over a journal [`recover`] returned:
+    /// opens `path` for appending at `recovered.valid_len` and spawns the committer.
+    /// Publishes nothing: the caller already filled `index` from `recovered.orders`.
+    ///
+    /// [`recover`]: crate::orders::journal::recover
     pub async fn start(
         path: &Path,
         recovered: Recovered,
         index: Arc<OrderIndex>,
     ) -> Result<Rc<OrderBook>, JournalError> {
+        let io_error = |source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        // Appending to any other file than the one recovery checked would write
+        // records at a position and with sequence numbers that are not its own.
+        let checked = recovered.file.metadata().map_err(io_error)?;
+        let named = std::fs::metadata(path).map_err(io_error)?;
+        if (checked.dev(), checked.ino()) != (named.dev(), named.ino()) {
+            return Err(io_error(io::Error::other(
+                "this is not the journal file that recovery checked",
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(path)
+            .await
+            .map_err(|error| io_error(error.into()))?;
+        Ok(Self::launch(path, file, recovered, index))
+    }
+
+    /// Spawns the committer appending to `file`.
+    fn launch(
+        path: &Path,
+        file: BufferedFile,
+        recovered: Recovered,
+        index: Arc<OrderIndex>,
+    ) -> Rc<OrderBook> {
         assert_eq!(
             index.len(),
             recovered.orders.len() as u64,
             "publish the recovered orders into the index before starting the book"
         );
-        let length_bytes = recovered
-            .file
-            .metadata()
-            .map_err(|source| JournalError::Io {
-                path: path.to_owned(),
-                source,
-            })?
-            .len();
-        if length_bytes != recovered.valid_len {
-            return Err(JournalError::Corrupt {
-                path: path.to_owned(),
-                offset: recovered.valid_len,
-                reason: format!(
-                    "the file is {length_bytes} bytes long although recovery left it at {} \
-                     bytes: something else wrote to it",
-                    recovered.valid_len
-                ),
-            });
-        }
-        // SAFETY: `into_raw_fd` hands over sole ownership of an open descriptor.
-        let file = unsafe { BufferedFile::from_raw_fd(recovered.file.into_raw_fd()) };
         let shared = Rc::new(Shared {
             queue: RefCell::new(Queue {
                 waiting: VecDeque::new(),
@@ -158,10 +177,11 @@ impl OrderBook {
             answers: Vec::new(),
         };
         let task = glommio::spawn_local(committer.run());
-        Ok(Rc::new(OrderBook {
+        Rc::new(OrderBook {
             shared,
             committer: RefCell::new(Some(task)),
-        }))
+            _lock: recovered.file,
+        })
     }
 
     /// A new pending order for `menu`. With an idempotency key already used (by a
@@ -176,7 +196,10 @@ impl OrderBook {
         menu: MenuIndex,
         idempotency_key: Option<&[u8]>,
     ) -> Result<Order, OrderError> {
-        assert!(usize::from(menu) < MENU.len(), "menu index {menu} is not on the menu");
+        assert!(
+            usize::from(menu) < MENU.len(),
+            "menu index {menu} is not on the menu"
+        );
         let key = match idempotency_key {
             Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
                 return Err(OrderError::Unavailable)
@@ -184,7 +207,8 @@ impl OrderBook {
             Some(key) if !key.is_empty() => Some(Box::from(key)),
             _ => None,
         };
-        self.submit(|reply| Request::Create { menu, key, reply }).await
+        self.submit(|reply| Request::Create { menu, key, reply })
+            .await
     }
 
     /// Moves order `number` to `to`, which must be its status's `next()`; otherwise
@@ -251,11 +275,14 @@ impl OrderBook {
     }
 }
 
+/// Told of each durable change; see [`OrderBook::add_observer`].
+type Observer = Box<dyn Fn(&Order)>;
+
 /// What the book's handle and its committer task share.
 struct Shared {
     queue: RefCell<Queue>,
     index: Arc<OrderIndex>,
-    observers: RefCell<Vec<Box<dyn Fn(&Order)>>>,
+    observers: RefCell<Vec<Observer>>,
     stats: RefCell<JournalStats>,
 }
 
@@ -433,9 +460,16 @@ impl Committer {
                 current: order.status,
             });
         }
-        record::encode(self.next_seq, &Record::Transition { number, status: to }, records);
+        record::encode(
+            self.next_seq,
+            &Record::Transition { number, status: to },
+            records,
+        );
         self.next_seq += 1;
-        let moved = Order { status: to, ..order };
+        let moved = Order {
+            status: to,
+            ..order
+        };
         self.change(moved);
         Ok(moved)
     }
@@ -472,7 +506,7 @@ impl Committer {
         let mut stats = self.shared.stats.borrow_mut();
         stats.syncs += 1;
         stats.records += self.changes.len() as u64;
-        stats.sync_latency_us.saturating_record(sync_us.max(1));
+        stats.sync_latency_us.saturating_record(sync_us);
         Ok(())
     }
 
@@ -524,7 +558,6 @@ mod tests {
     use super::*;
     use crate::orders::journal::recover;
     use glommio::LocalExecutorBuilder;
-    use std::fs::OpenOptions;
     use std::future::Future;
     use tempfile::TempDir;
 
@@ -572,7 +605,11 @@ mod tests {
             for task in tasks {
                 let order = task.await;
                 assert_eq!(order.status, Status::Pending);
-                assert_eq!(index.get(order.number), Some(order), "published before the answer");
+                assert_eq!(
+                    index.get(order.number),
+                    Some(order),
+                    "published before the answer"
+                );
                 numbers.push(order.number);
             }
             numbers.sort_unstable();
@@ -582,6 +619,49 @@ mod tests {
             assert!(stats.syncs <= 20, "{} syncs for 200 creates", stats.syncs);
             assert_eq!(stats.sync_latency_us.len(), stats.syncs);
             assert_eq!(index.len(), 200);
+            book.shutdown().await;
+        });
+    }
+
+    /// Lets every task already woken run before this one continues.
+    async fn yield_now() {
+        let mut yielded = false;
+        poll_fn(|cx| {
+            if yielded {
+                Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    #[test]
+    fn requests_arriving_during_a_sync_form_the_next_batch() {
+        let dir = TempDir::new().unwrap();
+        let path = journal(&dir);
+        on_executor(async {
+            let (book, index) = open(&path).await;
+            let first = {
+                let book = Rc::clone(&book);
+                glommio::spawn_local(async move { book.create(0, None).await })
+            };
+            // The committer takes the first request and starts writing it.
+            yield_now().await;
+            let later: Vec<_> = (0..100)
+                .map(|_| {
+                    let book = Rc::clone(&book);
+                    glommio::spawn_local(async move { book.create(1, None).await })
+                })
+                .collect();
+            assert_eq!(first.await.unwrap().number, 1);
+            for task in later {
+                assert!(task.await.unwrap().number > 1);
+            }
+            assert_eq!(index.len(), 101);
+            assert_eq!(book.stats().syncs, 2);
             book.shutdown().await;
         });
     }
@@ -596,7 +676,10 @@ mod tests {
             let again = book.create(2, Some(b"key-a")).await.unwrap();
             assert_eq!(again, first);
             // The repeat reports the order's current state.
-            let moved = book.advance(first.number, Status::WaitingPickup).await.unwrap();
+            let moved = book
+                .advance(first.number, Status::WaitingPickup)
+                .await
+                .unwrap();
             assert_eq!(book.create(1, Some(b"key-a")).await, Ok(moved));
             // Two at once, in the same batch: one order.
             let racers: Vec<_> = (0..2)
@@ -619,7 +702,10 @@ mod tests {
             assert_eq!(book.stats().records, 5);
             // A key too long for the journal is refused, not truncated.
             let too_long = [b'k'; MAX_IDEMPOTENCY_KEY_BYTES + 1];
-            assert_eq!(book.create(0, Some(&too_long)).await, Err(OrderError::Unavailable));
+            assert_eq!(
+                book.create(0, Some(&too_long)).await,
+                Err(OrderError::Unavailable)
+            );
             book.shutdown().await;
         });
     }
@@ -634,27 +720,41 @@ mod tests {
             let n = order.number;
             assert_eq!(
                 book.advance(n, Status::Completed).await,
-                Err(OrderError::WrongStatus { current: Status::Pending })
+                Err(OrderError::WrongStatus {
+                    current: Status::Pending
+                })
             );
             assert_eq!(
                 book.advance(n, Status::Pending).await,
-                Err(OrderError::WrongStatus { current: Status::Pending })
+                Err(OrderError::WrongStatus {
+                    current: Status::Pending
+                })
             );
             let waiting = book.advance(n, Status::WaitingPickup).await.unwrap();
             assert_eq!(waiting.status, Status::WaitingPickup);
             assert_eq!(index.get(n), Some(waiting));
             assert_eq!(
                 book.advance(n, Status::WaitingPickup).await,
-                Err(OrderError::WrongStatus { current: Status::WaitingPickup })
+                Err(OrderError::WrongStatus {
+                    current: Status::WaitingPickup
+                })
             );
             let done = book.advance(n, Status::Completed).await.unwrap();
             assert_eq!(done.status, Status::Completed);
             assert_eq!(
                 book.advance(n, Status::Completed).await,
-                Err(OrderError::WrongStatus { current: Status::Completed })
+                Err(OrderError::WrongStatus {
+                    current: Status::Completed
+                })
             );
-            assert_eq!(book.advance(0, Status::WaitingPickup).await, Err(OrderError::NotFound));
-            assert_eq!(book.advance(n + 1, Status::WaitingPickup).await, Err(OrderError::NotFound));
+            assert_eq!(
+                book.advance(0, Status::WaitingPickup).await,
+                Err(OrderError::NotFound)
+            );
+            assert_eq!(
+                book.advance(n + 1, Status::WaitingPickup).await,
+                Err(OrderError::NotFound)
+            );
             // Refusals write nothing.
             assert_eq!(book.stats().records, 3);
             book.shutdown().await;
@@ -695,12 +795,18 @@ mod tests {
                 let seen = Rc::clone(&seen);
                 let index = Arc::clone(&index);
                 book.add_observer(Box::new(move |order| {
-                    assert_eq!(index.get(order.number).map(|o| o.number), Some(order.number));
+                    assert_eq!(
+                        index.get(order.number).map(|o| o.number),
+                        Some(order.number)
+                    );
                     seen.borrow_mut().push(*order);
                 }));
             }
             let order = book.create(1, None).await.unwrap();
-            let moved = book.advance(order.number, Status::WaitingPickup).await.unwrap();
+            let moved = book
+                .advance(order.number, Status::WaitingPickup)
+                .await
+                .unwrap();
             let _ = book.advance(order.number, Status::Pending).await;
             assert_eq!(*seen.borrow(), vec![order, moved]);
             book.shutdown().await;
@@ -763,7 +869,10 @@ mod tests {
             }
             assert_eq!(index.len(), 10);
             assert_eq!(book.create(0, None).await, Err(OrderError::Unavailable));
-            assert_eq!(book.advance(1, Status::WaitingPickup).await, Err(OrderError::Unavailable));
+            assert_eq!(
+                book.advance(1, Status::WaitingPickup).await,
+                Err(OrderError::Unavailable)
+            );
             book.shutdown().await;
         });
         assert_eq!(recover(&path).unwrap().orders.len(), 10);
@@ -774,13 +883,16 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let path = journal(&dir);
         on_executor(async {
-            let mut recovered = recover(&path).unwrap();
-            // A read-only descriptor of the same file: every write fails.
-            recovered.file = OpenOptions::new().read(true).open(&path).unwrap();
-            let index = Arc::new(OrderIndex::new());
-            let book = OrderBook::start(&path, recovered, Arc::clone(&index))
+            let recovered = recover(&path).unwrap();
+            // Every write to /dev/full fails with ENOSPC.
+            let full_disk = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .buffered_open("/dev/full")
                 .await
                 .unwrap();
+            let index = Arc::new(OrderIndex::new());
+            let book = OrderBook::launch(&path, full_disk, recovered, Arc::clone(&index));
             let observed = Rc::new(RefCell::new(0));
             {
                 let observed = Rc::clone(&observed);
@@ -794,6 +906,23 @@ mod tests {
             book.shutdown().await;
         });
         assert!(recover(&path).unwrap().orders.is_empty());
+    }
+
+    #[test]
+    fn start_refuses_a_file_other_than_the_recovered_one() {
+        let dir = TempDir::new().unwrap();
+        let path = journal(&dir);
+        let other = dir.path().join("other.journal");
+        drop(recover(&other).unwrap());
+        on_executor(async {
+            let recovered = recover(&path).unwrap();
+            let index = Arc::new(OrderIndex::new());
+            match OrderBook::start(&other, recovered, index).await {
+                Err(JournalError::Io { path, .. }) => assert_eq!(path, other),
+                Err(error) => panic!("unexpected {error}"),
+                Ok(_) => panic!("started on the wrong file"),
+            }
+        });
     }
 
     #[test]
@@ -823,5 +952,4 @@ mod tests {
             book.shutdown().await;
         });
     }
-
 }

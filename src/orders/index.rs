@@ -221,7 +221,10 @@ mod tests {
         let numbers: Vec<u64> = index.iter().map(|o| o.number).collect();
         assert_eq!(numbers, (1..=count).collect::<Vec<_>>());
         assert_eq!(
-            index.iter().filter(|o| o.status == Status::WaitingPickup).count(),
+            index
+                .iter()
+                .filter(|o| o.status == Status::WaitingPickup)
+                .count(),
             4
         );
     }

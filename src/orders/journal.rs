@@ -32,9 +32,8 @@ pub struct Recovered {
     pub valid_len: u64,
     /// How many bytes of torn tail were cut off (0 after a clean stop).
     pub torn_bytes: u64,
-    /// The journal, open for reading and writing and exclusively locked (`flock`), so a
-    /// second kakigori on the same data directory cannot append to it too. The order
-    /// book appends through this very descriptor and holds the lock for its life.
+    /// The journal, exclusively locked (`flock`) so that a second kakigori on the same
+    /// data directory cannot append to it too. The order book holds it for its life.
     pub(crate) file: File,
 }
 
@@ -135,11 +134,13 @@ pub fn recover(path: &Path) -> Result<Recovered, JournalError> {
     while offset < bytes.len() {
         let failure = match record::decode(&bytes[offset..], next_seq) {
             Decoded::Record { record, len } => {
-                replay.apply(&record).map_err(|reason| JournalError::Corrupt {
-                    path: path.to_owned(),
-                    offset: offset as u64,
-                    reason,
-                })?;
+                replay
+                    .apply(&record)
+                    .map_err(|reason| JournalError::Corrupt {
+                        path: path.to_owned(),
+                        offset: offset as u64,
+                        reason,
+                    })?;
                 offset += len;
                 next_seq += 1;
                 continue;
@@ -204,7 +205,11 @@ fn create(path: &Path) -> io::Result<()> {
 /// not a torn tail: one that decodes (checksum and all) at any byte offset, with a
 /// sequence number a later record could carry. Older sequence numbers are stale bytes
 /// (e.g. from a padded rewrite), not data.
-fn find_later_record(bytes: &[u8], damage_offset: usize, expected_seq: u64) -> Option<(usize, u64)> {
+fn find_later_record(
+    bytes: &[u8],
+    damage_offset: usize,
+    expected_seq: u64,
+) -> Option<(usize, u64)> {
     let remaining_bytes = bytes.len() - damage_offset;
     let latest_plausible_seq = expected_seq + (remaining_bytes / MIN_RECORD_BYTES) as u64;
     (damage_offset + 1..bytes.len()).find_map(|offset| {
@@ -344,7 +349,11 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         assert_eq!(bytes.len(), HEADER_LEN);
         assert_eq!(record::check_header(&bytes), Ok(()));
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
         // And it opens again, unchanged.
         assert_eq!(recover(&path).unwrap().valid_len, HEADER_LEN as u64);
     }
@@ -436,7 +445,7 @@ mod tests {
         let ends = write_journal(&path, &sample_records());
         let mut bytes = fs::read(&path).unwrap();
         // A copy of the first two records, as padding rewritten over old data leaves.
-        bytes.extend_from_slice(&bytes[HEADER_LEN..ends[1]].to_vec());
+        bytes.extend_from_within(HEADER_LEN..ends[1]);
         fs::write(&path, &bytes).unwrap();
         let recovered = recover(&path).unwrap();
         assert_eq!(recovered.valid_len, *ends.last().unwrap() as u64);
@@ -456,7 +465,10 @@ mod tests {
             fs::write(&path, &bytes).unwrap();
             let (offset, message) = expect_corrupt(recover(&path));
             assert_eq!(offset, ends[0] as u64);
-            assert!(message.contains(&format!("byte offset {}", ends[0])), "{message}");
+            assert!(
+                message.contains(&format!("byte offset {}", ends[0])),
+                "{message}"
+            );
             assert!(message.contains(&path.display().to_string()), "{message}");
             assert!(message.contains("truncate"), "{message}");
             // Nothing was cut.
@@ -503,12 +515,14 @@ mod tests {
             let mut bytes = original.clone();
             bytes[at] = value;
             fs::write(&path, &bytes).unwrap();
-            assert!(matches!(recover(&path), Err(JournalError::BadHeader { .. })));
+            assert!(matches!(
+                recover(&path),
+                Err(JournalError::BadHeader { .. })
+            ));
         }
         fs::write(&path, b"").unwrap();
         let error = recover(&path).unwrap_err();
         assert!(matches!(error, JournalError::BadHeader { .. }));
         assert!(error.to_string().contains(&path.display().to_string()));
     }
-
 }

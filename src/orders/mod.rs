@@ -80,7 +80,11 @@ mod tests {
 
     #[test]
     fn order_json_matches_the_original_shape() {
-        let order = Order { number: 7, menu: 0, status: Status::Pending };
+        let order = Order {
+            number: 7,
+            menu: 0,
+            status: Status::Pending,
+        };
         let mut out = Vec::new();
         order.write_json("store-001", &mut out);
         assert_eq!(

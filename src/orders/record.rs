@@ -111,7 +111,10 @@ pub fn encode(seq: u64, record: &Record<'_>, out: &mut Vec<u8>) {
                 "idempotency key of {} bytes is over the limit",
                 idempotency_key.len()
             );
-            assert!(usize::from(menu) < MENU.len(), "menu index {menu} is not on the menu");
+            assert!(
+                usize::from(menu) < MENU.len(),
+                "menu index {menu} is not on the menu"
+            );
             out.push(KIND_CREATE);
             out.extend_from_slice(&number.to_le_bytes());
             out.push(menu);
@@ -167,8 +170,12 @@ fn decode_any_sequence(buf: &[u8]) -> Decoded<'_> {
     let Some(length_field) = buf.get(..4) else {
         return Decoded::Incomplete;
     };
-    let len = u32::from_le_bytes([length_field[0], length_field[1], length_field[2], length_field[3]])
-        as usize;
+    let len = u32::from_le_bytes([
+        length_field[0],
+        length_field[1],
+        length_field[2],
+        length_field[3],
+    ]) as usize;
     if !(MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&len) {
         return Decoded::Corrupt("the record length is out of range");
     }
@@ -296,12 +303,23 @@ mod tests {
 
     #[test]
     fn oversize_or_undersize_length_is_corrupt_without_reading_on() {
-        for bad_len in [0u32, MIN_RECORD_BYTES as u32 - 1, MAX_RECORD_BYTES as u32 + 1, u32::MAX] {
+        for bad_len in [
+            0u32,
+            MIN_RECORD_BYTES as u32 - 1,
+            MAX_RECORD_BYTES as u32 + 1,
+            u32::MAX,
+        ] {
             // A short buffer proves the length is judged before anything else is read.
             let bytes = bad_len.to_le_bytes();
-            assert!(matches!(decode(&bytes, 1), Decoded::Corrupt(_)), "length {bad_len}");
+            assert!(
+                matches!(decode(&bytes, 1), Decoded::Corrupt(_)),
+                "length {bad_len}"
+            );
         }
-        assert_eq!(decode(&[0; 64], 1), Decoded::Corrupt("the record length is out of range"));
+        assert_eq!(
+            decode(&[0; 64], 1),
+            Decoded::Corrupt("the record length is out of range")
+        );
     }
 
     #[test]

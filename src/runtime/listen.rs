@@ -24,7 +24,11 @@ fn check(result: libc::c_int) -> io::Result<libc::c_int> {
 
 /// Binds (without listening) to `addr` with SO_REUSEPORT and reports the bound address.
 pub fn reserve(addr: SocketAddr) -> io::Result<Reservation> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2); the result is checked and owned right away.
     let fd = check(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: fd is a fresh, valid descriptor that nothing else owns.
@@ -63,19 +67,38 @@ pub fn reserve(addr: SocketAddr) -> io::Result<Reservation> {
         }
     };
     // SAFETY: storage holds a sockaddr of `len` bytes.
-    check(unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len as libc::socklen_t) })?;
+    check(unsafe {
+        libc::bind(
+            fd,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        )
+    })?;
     let mut bound_len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage is writable for bound_len bytes.
-    check(unsafe { libc::getsockname(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut bound_len) })?;
+    check(unsafe {
+        libc::getsockname(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut bound_len,
+        )
+    })?;
     let port = match addr {
         // SAFETY: the kernel filled in an address of the family we bound.
-        SocketAddr::V4(_) => u16::from_be(unsafe { (*(&storage as *const _ as *const libc::sockaddr_in)).sin_port }),
+        SocketAddr::V4(_) => {
+            u16::from_be(unsafe { (*(&storage as *const _ as *const libc::sockaddr_in)).sin_port })
+        }
         // SAFETY: as above, for IPv6.
-        SocketAddr::V6(_) => u16::from_be(unsafe { (*(&storage as *const _ as *const libc::sockaddr_in6)).sin6_port }),
+        SocketAddr::V6(_) => u16::from_be(unsafe {
+            (*(&storage as *const _ as *const libc::sockaddr_in6)).sin6_port
+        }),
     };
     let addr = match addr {
         SocketAddr::V4(v4) => SocketAddr::V4(SocketAddrV4::new(*v4.ip(), port)),
         SocketAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(*v6.ip(), port, 0, v6.scope_id())),
     };
-    Ok(Reservation { _socket: socket, addr })
+    Ok(Reservation {
+        _socket: socket,
+        addr,
+    })
 }

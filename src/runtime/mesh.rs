@@ -2,31 +2,34 @@
 //! a bounded glommio channel mesh: a WebSocket handed to its home core, a call to another
 //! core (order work for the journal owner, a metrics snapshot) and its reply.
 
-use crate::http::route::WsKind;
 use crate::menu::MenuIndex;
 use crate::metrics::Snapshot;
 use crate::orders::book::OrderError;
 use crate::orders::{Order, Status};
+use crate::ws::Joining;
 use std::os::fd::RawFd;
 
 /// Messages queued per ordered pair of cores before a sender waits.
 pub const CHANNEL_CAPACITY: usize = 1024;
 
-/// A WebSocket whose handshake was answered on one core, moving to its room's home core.
+/// A WebSocket whose handshake was accepted on one core, moving to its room's home core.
 #[derive(Debug)]
 pub struct Handoff {
     /// A duplicate of the socket's descriptor; the sending core has dropped its own.
     pub fd: RawFd,
-    pub kind: WsKind,
-    pub room: String,
-    /// Bytes the client sent after its handshake that the sender already read.
-    pub leftover: Vec<u8>,
+    pub joining: Joining,
 }
 
 #[derive(Debug)]
 pub enum Request {
-    Create { menu: MenuIndex, idempotency_key: Option<Box<[u8]>> },
-    Advance { number: u64, to: Status },
+    Create {
+        menu: MenuIndex,
+        idempotency_key: Option<Box<[u8]>>,
+    },
+    Advance {
+        number: u64,
+        to: Status,
+    },
     Metrics,
 }
 
@@ -39,6 +42,13 @@ pub enum Reply {
 #[derive(Debug)]
 pub enum CoreMsg {
     Adopt(Handoff),
-    Call { from: usize, call_id: u64, request: Request },
-    Reply { call_id: u64, reply: Reply },
+    Call {
+        from: usize,
+        call_id: u64,
+        request: Request,
+    },
+    Reply {
+        call_id: u64,
+        reply: Reply,
+    },
 }

@@ -29,17 +29,30 @@ pub const JOURNAL_FILE: &str = "orders.journal";
 
 /// Runs the server until every executor stops. Errors are fit to show the operator.
 pub fn run(config: Config) -> Result<(), String> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
     let staff_token = crate::staff::load_or_create(config.staff_token.as_deref(), &config.data_dir)
-        .map_err(|e| format!("cannot read or create the staff token in {}: {e}", config.data_dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read or create the staff token in {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
     let journal_path = config.data_dir.join(JOURNAL_FILE);
     let recovered = journal::recover(&journal_path).map_err(|e| e.to_string())?;
     let index = Arc::new(OrderIndex::new());
     for order in &recovered.orders {
         index.publish(*order);
     }
-    log::info!("journal {} holds {} orders", journal_path.display(), index.len());
+    log::info!(
+        "journal {} holds {} orders",
+        journal_path.display(),
+        index.len()
+    );
 
     let reservation = listen::reserve(config.listen)
         .map_err(|e| format!("cannot bind {}: {e}", config.listen))?;
@@ -59,6 +72,10 @@ pub fn run(config: Config) -> Result<(), String> {
         .name("kakigori")
         .io_memory(IO_MEMORY_BYTES)
         .preempt_timer(Duration::from_millis(10))
+        // Chant-line backend calls block; let each core have that many in flight.
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(
+            crate::chant::MAX_BACKEND_CALLS_IN_FLIGHT,
+        ))
         .on_all_shards(move || {
             let shared = shared.clone();
             let mesh = mesh.clone();
@@ -66,7 +83,8 @@ pub fn run(config: Config) -> Result<(), String> {
             let ready = ready_sender.clone();
             let journal_path = journal_path.clone();
             async move {
-                let result = serve_core(shared, mesh, recovered, journal_path, addr, ready.clone()).await;
+                let result =
+                    serve_core(shared, mesh, recovered, journal_path, addr, ready.clone()).await;
                 if let Err(e) = &result {
                     let _ = ready.send(Err(e.clone()));
                 }
@@ -97,7 +115,9 @@ pub fn run(config: Config) -> Result<(), String> {
 fn allowed_cpus() -> glommio::Result<CpuSet, ()> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
     let mut mask: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask) } == 0;
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut mask) }
+            == 0;
     let online = CpuSet::online()?;
     // SAFETY: CPU_ISSET reads the mask filled above; cpu ids are below CPU_SETSIZE.
     Ok(online.filter(|location| !ok || unsafe { libc::CPU_ISSET(location.cpu, &mask) }))
@@ -112,13 +132,21 @@ async fn serve_core(
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<(), String> {
     let cores = shared.config.cores;
-    let (senders, receivers) = mesh.join().await.map_err(|e| format!("cannot join the core mesh: {e}"))?;
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|e| format!("cannot join the core mesh: {e}"))?;
     let id = senders.peer_id();
     let book = if id == JOURNAL_OWNER {
-        let recovered = recovered.lock().expect("start-up lock").take().expect("journal recovered once");
-        let book = crate::orders::book::OrderBook::start(&journal_path, recovered, shared.index.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+        let recovered = recovered
+            .lock()
+            .expect("start-up lock")
+            .take()
+            .expect("journal recovered once");
+        let book =
+            crate::orders::book::OrderBook::start(&journal_path, recovered, shared.index.clone())
+                .await
+                .map_err(|e| e.to_string())?;
         Some(book)
     } else {
         None
@@ -126,7 +154,8 @@ async fn serve_core(
     let shard = Rc::new(Shard::new(id, cores, shared, senders, book));
     shard.listen_to_peers(receivers);
     crate::ws::registry::start_sweeper(&shard);
-    let listener = TcpListener::bind(addr).map_err(|e| format!("core {id} cannot bind {addr}: {e}"))?;
+    let listener =
+        TcpListener::bind(addr).map_err(|e| format!("core {id} cannot bind {addr}: {e}"))?;
     let _ = ready.send(Ok(()));
     drop(ready);
     loop {

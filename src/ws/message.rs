@@ -242,7 +242,12 @@ pub fn is_valid_close_code(code: u16) -> bool {
 /// Parses a close frame's payload: empty, or a valid 2-byte code then UTF-8.
 fn parse_close(payload: &[u8]) -> Result<Event<'_>, CloseError> {
     let (code, reason) = match payload {
-        [] => return Ok(Event::Close { code: None, reason: "" }),
+        [] => {
+            return Ok(Event::Close {
+                code: None,
+                reason: "",
+            })
+        }
         [_] => {
             return Err(CloseError {
                 code: CLOSE_PROTOCOL_ERROR,
@@ -328,8 +333,14 @@ mod tests {
             push(&mut r, true, Opcode::Ping, b"hb").unwrap(),
             Some(Event::Ping(b"hb"))
         );
-        assert_eq!(push(&mut r, true, Opcode::Pong, b"").unwrap(), Some(Event::Pong));
-        assert_eq!(push(&mut r, false, Opcode::Continuation, b"lo, ").unwrap(), None);
+        assert_eq!(
+            push(&mut r, true, Opcode::Pong, b"").unwrap(),
+            Some(Event::Pong)
+        );
+        assert_eq!(
+            push(&mut r, false, Opcode::Continuation, b"lo, ").unwrap(),
+            None
+        );
         assert_eq!(
             push(&mut r, true, Opcode::Continuation, b"world").unwrap(),
             Some(Event::Text(Cow::Owned("Hello, world".to_owned())))
@@ -364,7 +375,10 @@ mod tests {
         assert!(push(&mut r, true, Opcode::Text, &[b'a'; 10]).is_ok());
         assert_eq!(code(push(&mut r, true, Opcode::Text, &[b'a'; 11])), 1009);
         assert_eq!(push(&mut r, false, Opcode::Text, &[b'a'; 6]).unwrap(), None);
-        assert_eq!(push(&mut r, false, Opcode::Continuation, &[b'a'; 4]).unwrap(), None);
+        assert_eq!(
+            push(&mut r, false, Opcode::Continuation, &[b'a'; 4]).unwrap(),
+            None
+        );
         assert_eq!(code(push(&mut r, true, Opcode::Continuation, b"a")), 1009);
         assert_eq!(r.buffer_capacity_bytes(), 0);
     }
@@ -381,10 +395,16 @@ mod tests {
         );
         // An invalid byte is refused at the fragment carrying it.
         assert_eq!(push(&mut r, false, Opcode::Text, b"ok").unwrap(), None);
-        assert_eq!(code(push(&mut r, false, Opcode::Continuation, b"\xc0\xaf")), 1007);
+        assert_eq!(
+            code(push(&mut r, false, Opcode::Continuation, b"\xc0\xaf")),
+            1007
+        );
         // A character left unfinished by the final fragment.
         assert_eq!(push(&mut r, false, Opcode::Text, b"x").unwrap(), None);
-        assert_eq!(code(push(&mut r, true, Opcode::Continuation, b"\xe3\x81")), 1007);
+        assert_eq!(
+            code(push(&mut r, true, Opcode::Continuation, b"\xe3\x81")),
+            1007
+        );
         // Binary messages are not checked.
         assert!(push(&mut r, true, Opcode::Binary, b"\xff").is_ok());
     }
@@ -394,19 +414,40 @@ mod tests {
         let mut r = Reassembler::default();
         assert_eq!(
             push(&mut r, true, Opcode::Close, b"").unwrap(),
-            Some(Event::Close { code: None, reason: "" })
+            Some(Event::Close {
+                code: None,
+                reason: ""
+            })
         );
         assert_eq!(
             push(&mut r, true, Opcode::Close, b"\x03\xe8bye").unwrap(),
-            Some(Event::Close { code: Some(1000), reason: "bye" })
+            Some(Event::Close {
+                code: Some(1000),
+                reason: "bye"
+            })
         );
         assert_eq!(code(push(&mut r, true, Opcode::Close, b"\x03")), 1002);
-        assert_eq!(code(push(&mut r, true, Opcode::Close, b"\x03\xe8\xff")), 1007);
-        for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535] {
-            assert_eq!(code(push(&mut r, true, Opcode::Close, &bad.to_be_bytes())), 1002, "{bad}");
+        assert_eq!(
+            code(push(&mut r, true, Opcode::Close, b"\x03\xe8\xff")),
+            1007
+        );
+        for bad in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            assert_eq!(
+                code(push(&mut r, true, Opcode::Close, &bad.to_be_bytes())),
+                1002,
+                "{bad}"
+            );
         }
-        for good in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
-            assert!(push(&mut r, true, Opcode::Close, &good.to_be_bytes()).is_ok(), "{good}");
+        for good in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+            4000, 4999,
+        ] {
+            assert!(
+                push(&mut r, true, Opcode::Close, &good.to_be_bytes()).is_ok(),
+                "{good}"
+            );
         }
         // A close between fragments leaves the message alone.
         assert_eq!(push(&mut r, false, Opcode::Text, b"a").unwrap(), None);

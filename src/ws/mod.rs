@@ -42,18 +42,29 @@ fn endpoint(kind: WsKind) -> Endpoint {
     }
 }
 
+/// An accepted upgrade on its way to its room.
+#[derive(Debug)]
+pub struct Joining {
+    pub kind: WsKind,
+    pub room: String,
+    /// The `101 Switching Protocols` response, not yet sent.
+    pub greeting: Vec<u8>,
+    /// Bytes the client sent after its handshake that were already read.
+    pub leftover: Vec<u8>,
+}
+
 /// Takes a freshly upgraded socket to its room: here, or on its home core.
-pub async fn start(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: String, leftover: Vec<u8>) {
-    let home = home_core(kind, &room, shard.cores);
+pub async fn start(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
+    let home = home_core(joining.kind, &joining.room, shard.cores);
     if home == shard.id {
-        serve(shard, stream, kind, room, leftover).await;
+        serve(shard, stream, joining).await;
         return;
     }
     // SAFETY: dup(2) of a descriptor we own; the copy travels to the home core.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     drop(stream);
     if fd >= 0 {
-        shard.hand_off(home, Handoff { fd, kind, room, leftover }).await;
+        shard.hand_off(home, Handoff { fd, joining }).await;
     }
 }
 
@@ -61,25 +72,36 @@ pub async fn start(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: Stri
 pub fn adopt(shard: Rc<Shard>, handoff: Handoff) {
     // SAFETY: the sender duplicated this descriptor for us and closed its own copy.
     let stream = unsafe { TcpStream::from_raw_fd(handoff.fd) };
-    glommio::spawn_local(serve(shard, stream, handoff.kind, handoff.room, handoff.leftover)).detach();
+    glommio::spawn_local(serve(shard, stream, handoff.joining)).detach();
 }
 
-/// Closes a socket that a limit refused before it joined anything.
-async fn refuse(shard: &Shard, mut stream: TcpStream, why: Rejected) {
+/// Completes the handshake and closes at once: a limit refused the client.
+async fn refuse(shard: &Shard, mut stream: TcpStream, mut greeting: Vec<u8>, why: Rejected) {
     shard.metrics.rejected(why);
-    let mut out = Vec::new();
-    frame::encode_close(CLOSE_TRY_AGAIN_LATER, "server busy, try again later", &mut out);
-    let _ = stream.write_all(&out).await;
+    frame::encode_close(
+        CLOSE_TRY_AGAIN_LATER,
+        "server busy, try again later",
+        &mut greeting,
+    );
+    let _ = stream.write_all(&greeting).await;
 }
 
-/// The whole life of a WebSocket on its home core.
-async fn serve(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: String, leftover: Vec<u8>) {
+/// The whole life of a WebSocket on its home core. The client joins its room first and
+/// only then hears `101`, so every broadcast after its handshake reaches it.
+async fn serve(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
+    let Joining {
+        kind,
+        room,
+        greeting,
+        leftover,
+    } = joining;
     let Ok(peer) = stream.peer_addr() else { return };
     let permit = match shard.admit(peer.ip()) {
         Ok(permit) => permit,
-        Err(why) => return refuse(&shard, stream, why).await,
+        Err(why) => return refuse(&shard, stream, greeting, why).await,
     };
     let slot = shard.ws.new_slot();
+    slot.outbox().borrow_mut().extend_from_slice(&greeting);
     let joined = match kind {
         WsKind::Meter => crate::meter::room::join(&shard, &room, &slot).map(Role::Meter),
         WsKind::Stay => crate::lobby::join(&shard, &room, &slot).map(Role::Stay),
@@ -89,7 +111,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, kind: WsKind, room: String, 
         Ok(role) => role,
         Err(why) => {
             shard.ws.drop_slot(&slot);
-            return refuse(&shard, stream, why).await;
+            return refuse(&shard, stream, greeting, why).await;
         }
     };
     let endpoint = endpoint(kind);

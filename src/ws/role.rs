@@ -1,10 +1,10 @@
 //! What a WebSocket is for, which decides what its messages mean and what it receives.
 
+use super::slot::Slot;
 use crate::confirm;
 use crate::lobby;
 use crate::meter::room;
 use crate::runtime::shard::Shard;
-use super::slot::Slot;
 use std::rc::Rc;
 
 pub enum Role {

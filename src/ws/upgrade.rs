@@ -40,8 +40,15 @@ pub fn answer(kind: WsKind, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Result<St
             Ok(room)
         }
         Err(e) => {
-            let status = if e.status_code() == 426 { Status::UpgradeRequired } else { Status::BadRequest };
-            let extra = e.required_header().map(|(name, value)| format!("{name}: {value}\r\n")).unwrap_or_default();
+            let status = if e.status_code() == 426 {
+                Status::UpgradeRequired
+            } else {
+                Status::BadRequest
+            };
+            let extra = e
+                .required_header()
+                .map(|(name, value)| format!("{name}: {value}\r\n"))
+                .unwrap_or_default();
             response::error_with_headers(out, status, e.message(), &extra, close);
             Err(status)
         }

@@ -36,9 +36,15 @@ impl Server {
 
     /// As [`Server::start_in`]; `None` leaves the staff token to the server.
     pub fn start_with_token(data_dir: &Path, args: &[&str], token: Option<&str>) -> Server {
-        let (child, addr, log) =
-            spawn(data_dir, args, token).unwrap_or_else(|log| panic!("server did not start:\n{log}"));
-        Server { child: Some(child), addr, data_dir: data_dir.to_path_buf(), _temp: None, log }
+        let (child, addr, log) = spawn(data_dir, args, token)
+            .unwrap_or_else(|log| panic!("server did not start:\n{log}"));
+        Server {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            _temp: None,
+            log,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -70,7 +76,12 @@ impl Server {
     }
 
     pub fn post(&self, path: &str, body: &str) -> Response {
-        self.request("POST", path, &[("Content-Type", "application/json")], body.as_bytes())
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
     }
 
     pub fn staff(&self, method: &str, path: &str) -> Response {
@@ -79,13 +90,22 @@ impl Server {
     }
 
     /// One request on a fresh connection.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut stream = self.connect();
         let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
         for (name, value) in headers {
             raw.push_str(&format!("{name}: {value}\r\n"));
         }
-        raw.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+        raw.push_str(&format!(
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        ));
         let mut bytes = raw.into_bytes();
         bytes.extend_from_slice(body);
         stream.write_all(&bytes).expect("send");
@@ -94,7 +114,9 @@ impl Server {
 
     pub fn connect(&self) -> TcpStream {
         let stream = TcpStream::connect(self.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         stream
     }
 
@@ -102,7 +124,8 @@ impl Server {
     pub fn ws(&self, path_and_query: &str) -> Ws {
         let stream = self.connect();
         let url = format!("ws://{}{}", self.addr, path_and_query);
-        let (socket, response) = tungstenite::client::client(url.as_str(), stream).expect("websocket handshake");
+        let (socket, response) =
+            tungstenite::client::client(url.as_str(), stream).expect("websocket handshake");
         assert_eq!(response.status(), 101);
         socket
     }
@@ -116,7 +139,11 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, args: &[&str], token: Option<&str>) -> Result<(Child, SocketAddr, Arc<Mutex<Vec<String>>>), String> {
+fn spawn(
+    data_dir: &Path,
+    args: &[&str],
+    token: Option<&str>,
+) -> Result<(Child, SocketAddr, Arc<Mutex<Vec<String>>>), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kakigori"));
     command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -147,11 +174,18 @@ fn spawn(data_dir: &Path, args: &[&str], token: Option<&str>) -> Result<(Child, 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(addr) = addr_receiver.recv_timeout(Duration::from_millis(50)) {
-            return Ok((child, addr.parse().map_err(|_| format!("bad address {addr}"))?, log));
+            return Ok((
+                child,
+                addr.parse().map_err(|_| format!("bad address {addr}"))?,
+                log,
+            ));
         }
         if let Ok(Some(status)) = child.try_wait() {
             std::thread::sleep(Duration::from_millis(100));
-            return Err(format!("exited with {status}: {}", log.lock().unwrap().join("\n")));
+            return Err(format!(
+                "exited with {status}: {}",
+                log.lock().unwrap().join("\n")
+            ));
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -174,7 +208,10 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -213,7 +250,11 @@ pub fn read_response<R: BufRead>(reader: &mut R) -> Option<Response> {
         .map_or(0, |(_, v)| v.parse().unwrap_or(0));
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
-    Some(Response { status, headers, body })
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Reads the next text message, answering nothing else; panics on close or timeout.

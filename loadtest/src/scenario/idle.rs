@@ -133,7 +133,10 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                         }
                         Ok(Some(Ev::Close(code))) => {
                             st.violation("idle: server closed an idle connection", || {
-                                format!("{path}: close code {code:?} after {:.1} s", start.elapsed().as_secs_f64())
+                                format!(
+                                    "{path}: close code {code:?} after {:.1} s",
+                                    start.elapsed().as_secs_f64()
+                                )
                             });
                             let _ = ws.send_close(code.unwrap_or(1000)).await;
                             alive = false;
@@ -193,7 +196,9 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                     match ws.recv().await {
                         Ok(Ev::Pong) if ws.payload() == payload => return Ok(()),
                         Ok(Ev::Pong) => {}
-                        Ok(Ev::Close(c)) => return Err(format!("closed with {c:?} instead of pong")),
+                        Ok(Ev::Close(c)) => {
+                            return Err(format!("closed with {c:?} instead of pong"))
+                        }
                         Ok(_) => {}
                         Err(e) => return Err(e.to_string()),
                     }
@@ -218,9 +223,10 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             }
             match net::timeout(ctx.timeout, ws.close(1000)).await {
                 Some(Ok(_)) => close_ok.inc(),
-                Some(Err(WsError::Eof)) | None => st.violation("idle: close handshake not completed", || {
-                    "no close frame in answer to ours".into()
-                }),
+                Some(Err(WsError::Eof)) | None => st
+                    .violation("idle: close handshake not completed", || {
+                        "no close frame in answer to ours".into()
+                    }),
                 Some(Err(e)) => ctx.ws_failed("idle close", &e),
             }
             Outcome::Survived
@@ -257,7 +263,10 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         }
     }
     st.metric("open_at_end", at_end as f64);
-    st.metric("connect_failed", counts[Outcome::ConnectFailed as usize] as f64);
+    st.metric(
+        "connect_failed",
+        counts[Outcome::ConnectFailed as usize] as f64,
+    );
     st.metric("dropped", counts[Outcome::Dropped as usize] as f64);
     st.metric("no_pong", counts[Outcome::NoPong as usize] as f64);
     st.metric("survived", counts[Outcome::Survived as usize] as f64);

@@ -260,16 +260,23 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             max_rate = per_client;
         }
         if cfg.max_bhz > 0.0 && per_client > cfg.max_bhz * 1.1 + 1.0 {
-            st.violation("meter: fan-out above the per-client broadcast bound", || {
-                format!(
+            st.violation(
+                "meter: fan-out above the per-client broadcast bound",
+                || {
+                    format!(
                     "room {}: {per_client:.1} frames/s per client > {} (SPEC 2.1 bounded fan-out)",
                     r.name, cfg.max_bhz
                 )
-            });
+                },
+            );
         }
     }
     if cfg.rooms > 0 {
-        let values: u64 = rooms.iter().filter(|r| !r.probe).map(|r| r.values.get()).sum();
+        let values: u64 = rooms
+            .iter()
+            .filter(|r| !r.probe)
+            .map(|r| r.values.get())
+            .sum();
         st.metric("load_values_per_s", values as f64 / window.max(1e-9));
         st.metric(
             "delivered_frames_per_s",
@@ -356,7 +363,13 @@ async fn conn_task(
                             ),
                             Ok(k) if k as usize > sent.len() => st.violation(
                                 "meter probe: broadcast reflects a value not sent yet",
-                                || format!("room {}: newest {k}, only {} sent", room.name, sent.len()),
+                                || {
+                                    format!(
+                                        "room {}: newest {k}, only {} sent",
+                                        room.name,
+                                        sent.len()
+                                    )
+                                },
                             ),
                             Ok(k) if k < last_seen => st.violation(
                                 "meter probe: broadcast older than one already received",
@@ -397,7 +410,10 @@ async fn conn_task(
                     } else {
                         if !(1.0..=100.0).contains(&a.average) {
                             st.violation("meter: average outside the range of values sent", || {
-                                format!("room {}: average {} (values are 1..100)", room.name, a.average)
+                                format!(
+                                    "room {}: average {} (values are 1..100)",
+                                    room.name, a.average
+                                )
                             });
                         }
                         if a.count > max_count {
@@ -483,7 +499,8 @@ async fn conn_task(
                             format!("{{\"value\":{}}}", sent.len())
                         }
                         _ => {
-                            if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct {
+                            if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct
+                            {
                                 sh.junk.inc();
                                 JUNK[rng.gen_range(0..JUNK.len())].to_string()
                             } else {
