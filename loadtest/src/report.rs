@@ -68,27 +68,38 @@ pub fn text(r: &RunResult, max_errors: u64) -> String {
         "== {} @ {} -- {:.1} s measured ==\n",
         r.scenario, r.target, r.wall_s
     );
+    let w = r
+        .counters
+        .iter()
+        .map(|c| c.name.chars().count())
+        .chain(r.hists.iter().map(|(n, _)| n.chars().count()))
+        .chain(r.metrics.iter().map(|(n, _)| n.chars().count()))
+        .max()
+        .unwrap_or(0)
+        .max(12);
     if !r.counters.is_empty() {
         s.push_str("counters:\n");
         for c in &r.counters {
             match c.kind {
                 Kind::Rate => s.push_str(&format!(
-                    "  {:<28} {:>12} {:>12.1}/s\n",
+                    "  {:<w$} {:>12} {:>12.1}/s\n",
                     c.name, c.total, c.per_s
                 )),
-                _ => s.push_str(&format!("  {:<28} {:>12}\n", c.name, c.total)),
+                Kind::Gauge => s.push_str(&format!("  {:<w$} {:>12} (peak)\n", c.name, c.total)),
+                Kind::Total => s.push_str(&format!("  {:<w$} {:>12}\n", c.name, c.total)),
             }
         }
     }
     if !r.hists.is_empty() {
         s.push_str(&format!(
-            "latency (ms) {:>20} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            "count", "p50", "p90", "p99", "p99.9", "max", "mean"
+            "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max", "mean",
+            w = w + 2
         ));
-        for (n, h) in &r.hists {
+        for (n, h) in r.hists.iter().filter(|(_, h)| !h.is_empty()) {
             let m = summarize(h);
             s.push_str(&format!(
-                "  {:<22} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.3}\n",
+                "  {:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.3}\n",
                 n,
                 m.count,
                 ms(m.p50),
@@ -103,7 +114,7 @@ pub fn text(r: &RunResult, max_errors: u64) -> String {
     if !r.metrics.is_empty() {
         s.push_str("metrics:\n");
         for (n, v) in &r.metrics {
-            s.push_str(&format!("  {n:<28} {v:>14.4}\n"));
+            s.push_str(&format!("  {n:<w$} {v:>14.4}\n"));
         }
     }
     for n in &r.notes {
@@ -166,7 +177,7 @@ pub fn json(r: &RunResult, max_errors: u64) -> Value {
             c.name.clone(),
             json!({
                 "total": c.total,
-                "per_s": num(c.per_s),
+                "per_s": if c.kind == Kind::Rate { num(c.per_s) } else { Value::Null },
                 "kind": match c.kind { Kind::Rate => "rate", Kind::Gauge => "gauge", Kind::Total => "total" },
             }),
         );
@@ -217,7 +228,7 @@ pub fn key_numbers(r: &RunResult) -> Vec<(String, f64, bool)> {
             v.push((format!("{} /s", c.name), c.per_s, true));
         }
     }
-    for (n, h) in &r.hists {
+    for (n, h) in r.hists.iter().filter(|(_, h)| !h.is_empty()) {
         let m = summarize(h);
         v.push((format!("{n} p50 ms"), m.p50 as f64 / 1000.0, false));
         v.push((format!("{n} p99 ms"), m.p99 as f64 / 1000.0, false));

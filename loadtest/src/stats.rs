@@ -24,16 +24,25 @@ pub struct Counter {
     pub name: &'static str,
     pub kind: Kind,
     v: Cell<u64>,
+    peak: Cell<u64>,
 }
 
 impl Counter {
     #[inline]
     pub fn inc(&self) {
-        self.v.set(self.v.get() + 1);
+        self.add(1);
     }
     #[inline]
     pub fn add(&self, n: u64) {
-        self.v.set(self.v.get() + n);
+        let v = self.v.get() + n;
+        self.v.set(v);
+        if v > self.peak.get() {
+            self.peak.set(v);
+        }
+    }
+    /// Highest value ever held (for gauges).
+    pub fn peak(&self) -> u64 {
+        self.peak.get()
     }
     #[inline]
     pub fn dec(&self) {
@@ -157,6 +166,7 @@ impl Stats {
             name,
             kind,
             v: Cell::new(0),
+            peak: Cell::new(0),
         });
         self.counters.borrow_mut().push(c.clone());
         c
@@ -223,11 +233,15 @@ impl Stats {
                 .counters
                 .borrow()
                 .iter()
-                .map(|c| CounterOut {
-                    name: c.name.to_string(),
-                    kind: c.kind,
-                    total: c.get(),
-                    per_s: c.get() as f64 / wall,
+                .map(|c| {
+                    // gauges report their peak
+                    let total = if c.kind == Kind::Gauge { c.peak() } else { c.get() };
+                    CounterOut {
+                        name: c.name.to_string(),
+                        kind: c.kind,
+                        total,
+                        per_s: total as f64 / wall,
+                    }
                 })
                 .collect(),
             hists: self

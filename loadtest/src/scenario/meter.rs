@@ -145,6 +145,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         }));
     }
     let total: usize = rooms.iter().map(|r| r.clients).sum();
+    let h_connect = st.hist("connect");
     let sh = Rc::new(Shared {
         open: st.counter("open", Kind::Gauge),
         sent: st.counter("sent", Kind::Rate),
@@ -160,7 +161,6 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
-    let h_connect = st.hist("connect");
 
     // Ramp-up: open every connection (bounded concurrency), not measured.
     let sem = Rc::new(Semaphore::new(cfg.conc as u64));
