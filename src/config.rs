@@ -76,9 +76,9 @@ impl OptionSpec {
     }
 }
 
-fn number<T: std::str::FromStr>(value: &str, min: T, max: T) -> Result<T, String>
+fn number<T>(value: &str, min: T, max: T) -> Result<T, String>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     let parsed: T = value
         .trim()

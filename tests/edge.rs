@@ -15,7 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NGINX: &str = "/usr/sbin/nginx";
-const EDGE_CONF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/kakigori-edge.conf");
+const EDGE_CONF: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/nginx/kakigori-edge.conf"
+);
 /// The example node addresses in the shipped fragment, replaced by the test nodes'.
 const EXAMPLE_STORE_001: &str = "192.0.2.1:8080";
 const EXAMPLE_STORE_002: &str = "192.0.2.2:8080";
@@ -36,7 +39,8 @@ impl Edge {
         let dir = tempfile::tempdir().expect("temp dir");
         let prefix = dir.path();
         let addr = free_loopback_addr();
-        let fragment = std::fs::read_to_string(EDGE_CONF).expect("read deploy/nginx/kakigori-edge.conf");
+        let fragment =
+            std::fs::read_to_string(EDGE_CONF).expect("read deploy/nginx/kakigori-edge.conf");
         let fragment = replace_all_checked(&fragment, EXAMPLE_STORE_001, &store_001.to_string());
         let fragment = replace_all_checked(&fragment, EXAMPLE_STORE_002, &store_002.to_string());
         let fragment = replace_all_checked(&fragment, EXAMPLE_LISTEN, &format!("listen {addr};"));
@@ -83,7 +87,11 @@ impl Edge {
                 }
             }
             if Instant::now() > deadline {
-                panic!("the edge at {} never answered /healthz with 200:\n{}", self.addr, self.error_log());
+                panic!(
+                    "the edge at {} never answered /healthz with 200:\n{}",
+                    self.addr,
+                    self.error_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -95,8 +103,12 @@ impl Edge {
 
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
         let stream = TcpStream::connect(self.addr).expect("connect to the edge");
-        try_request(stream, method, path, headers, body)
-            .unwrap_or_else(|| panic!("no response from the edge to {method} {path}:\n{}", self.error_log()))
+        try_request(stream, method, path, headers, body).unwrap_or_else(|| {
+            panic!(
+                "no response from the edge to {method} {path}:\n{}",
+                self.error_log()
+            )
+        })
     }
 
     fn get(&self, path: &str) -> Response {
@@ -104,7 +116,12 @@ impl Edge {
     }
 
     fn post(&self, path: &str, body: &str) -> Response {
-        self.request("POST", path, &[("Content-Type", "application/json")], body.as_bytes())
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
     }
 
     fn staff(&self, method: &str, path: &str) -> Response {
@@ -114,10 +131,14 @@ impl Edge {
 
     fn ws(&self, path_and_query: &str) -> Ws {
         let stream = TcpStream::connect(self.addr).expect("connect to the edge");
-        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
         let url = format!("ws://{}{}", self.addr, path_and_query);
-        let (socket, response) = tungstenite::client::client(url.as_str(), stream)
-            .unwrap_or_else(|e| panic!("WebSocket handshake through the edge on {path_and_query}: {e}"));
+        let (socket, response) =
+            tungstenite::client::client(url.as_str(), stream).unwrap_or_else(|e| {
+                panic!("WebSocket handshake through the edge on {path_and_query}: {e}")
+            });
         assert_eq!(response.status(), 101);
         socket
     }
@@ -134,7 +155,10 @@ impl Drop for Edge {
 }
 
 fn replace_all_checked(text: &str, from: &str, to: &str) -> String {
-    assert!(text.contains(from), "{EDGE_CONF} no longer contains {from:?}; update tests/edge.rs");
+    assert!(
+        text.contains(from),
+        "{EDGE_CONF} no longer contains {from:?}; update tests/edge.rs"
+    );
     text.replace(from, to)
 }
 
@@ -143,13 +167,24 @@ fn free_loopback_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
-fn try_request(mut stream: TcpStream, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Option<Response> {
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+fn try_request(
+    mut stream: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
     let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: edge.test\r\n");
     for (name, value) in headers {
         raw.push_str(&format!("{name}: {value}\r\n"));
     }
-    raw.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
+    raw.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
     let mut bytes = raw.into_bytes();
     bytes.extend_from_slice(body);
     stream.write_all(&bytes).ok()?;
@@ -161,7 +196,10 @@ fn json(text: &str) -> Value {
 }
 
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{name}-{}-{nanos}", std::process::id())
 }
 
@@ -180,20 +218,30 @@ fn two_nodes_behind_nginx() {
 /// over all six: they were all hashed to the same node.
 fn meter_room_lands_on_one_node(edge: &Edge) {
     let room = unique("edge-meter");
-    let mut clients: Vec<Ws> = (0..6).map(|_| edge.ws(&format!("/ws?room={room}"))).collect();
+    let mut clients: Vec<Ws> = (0..6)
+        .map(|_| edge.ws(&format!("/ws?room={room}")))
+        .collect();
     for (i, client) in clients.iter_mut().enumerate() {
         send_text(client, &format!("{{\"value\": {}}}", i + 1));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     for (i, client) in clients.iter_mut().enumerate() {
         loop {
-            assert!(Instant::now() < deadline, "client {i} never saw count 6 in room {room}");
+            assert!(
+                Instant::now() < deadline,
+                "client {i} never saw count 6 in room {room}"
+            );
             let message = json(&next_text(client));
-            let count = message["count"].as_u64().unwrap_or_else(|| panic!("no count: {message}"));
+            let count = message["count"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no count: {message}"));
             assert!(count <= 6, "more samples than clients: {message}");
             if count == 6 {
                 let average = message["average"].as_f64().expect("average");
-                assert!((average - 3.5).abs() < 1e-9, "average of 1..=6 should be 3.5: {message}");
+                assert!(
+                    (average - 3.5).abs() < 1e-9,
+                    "average of 1..=6 should be 3.5: {message}"
+                );
                 break;
             }
         }
@@ -207,23 +255,36 @@ fn meter_room_lands_on_one_node(edge: &Edge) {
 /// the same start time in Tokyo time, then a normal close.
 fn lobby_forms_through_the_edge(edge: &Edge) {
     let room = unique("edge-lobby");
-    let mut clients: Vec<Ws> = (0..3).map(|_| edge.ws(&format!("/ws/stay?room={room}"))).collect();
+    let mut clients: Vec<Ws> = (0..3)
+        .map(|_| edge.ws(&format!("/ws/stay?room={room}")))
+        .collect();
     let mut start_times = Vec::new();
     for (i, client) in clients.iter_mut().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            assert!(Instant::now() < deadline, "lobby client {i} never got a start_time");
+            assert!(
+                Instant::now() < deadline,
+                "lobby client {i} never got a start_time"
+            );
             let message = json(&next_text(client));
-            let start_time = message["start_time"].as_str().unwrap_or_else(|| panic!("no start_time: {message}"));
+            let start_time = message["start_time"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no start_time: {message}"));
             if start_time != "null" {
                 assert_eq!(message["stay_num"], "3", "{message}");
-                assert!(start_time.ends_with("+09:00"), "start_time not in Asia/Tokyo: {message}");
+                assert!(
+                    start_time.ends_with("+09:00"),
+                    "start_time not in Asia/Tokyo: {message}"
+                );
                 start_times.push(start_time.to_string());
                 break;
             }
         }
     }
-    assert!(start_times.iter().all(|t| *t == start_times[0]), "one group, one start time: {start_times:?}");
+    assert!(
+        start_times.iter().all(|t| *t == start_times[0]),
+        "one group, one start time: {start_times:?}"
+    );
     for client in &mut clients {
         assert_eq!(close_code(client), Some(1000));
     }
@@ -246,40 +307,79 @@ fn orders_are_found_on_their_own_node(edge: &Edge, store_001: &Server, store_002
         orders.push(response.json());
     }
     // `?store=` pins a new order to a store.
-    let pinned = edge.post("/api/v1/stores/orders?store=store-002", r#"{"menu_item_id":"giiku-camp"}"#);
+    let pinned = edge.post(
+        "/api/v1/stores/orders?store=store-002",
+        r#"{"menu_item_id":"giiku-camp"}"#,
+    );
     assert_eq!(pinned.status, 201, "{}", pinned.text());
     let pinned = pinned.json();
-    assert!(pinned["id"].as_str().unwrap().starts_with("store-002-"), "?store=store-002 ignored: {pinned}");
+    assert!(
+        pinned["id"].as_str().unwrap().starts_with("store-002-"),
+        "?store=store-002 ignored: {pinned}"
+    );
     orders.push(pinned);
 
-    let ids: Vec<String> = orders.iter().map(|o| o["id"].as_str().expect("id").to_string()).collect();
+    let ids: Vec<String> = orders
+        .iter()
+        .map(|o| o["id"].as_str().expect("id").to_string())
+        .collect();
     for store in ["store-001-", "store-002-"] {
-        assert!(ids.iter().any(|id| id.starts_with(store)), "no order of {store}*: {ids:?}");
+        assert!(
+            ids.iter().any(|id| id.starts_with(store)),
+            "no order of {store}*: {ids:?}"
+        );
     }
     for order in &orders {
         let id = order["id"].as_str().unwrap();
         let response = edge.get(&format!("/api/v1/stores/orders/{id}"));
-        assert_eq!(response.status, 200, "GET {id} through the edge: {}", response.text());
+        assert_eq!(
+            response.status,
+            200,
+            "GET {id} through the edge: {}",
+            response.text()
+        );
         assert_eq!(&response.json(), order, "GET {id} through the edge");
     }
 
     // Staff transitions go to the owning node too.
     for store in ["store-001-", "store-002-"] {
         let id = ids.iter().find(|id| id.starts_with(store)).unwrap();
-        let response = edge.staff("POST", &format!("/api/v1/stores/orders/{id}/waiting-pickup"));
-        assert_eq!(response.status, 200, "waiting-pickup {id} through the edge: {}", response.text());
+        let response = edge.staff(
+            "POST",
+            &format!("/api/v1/stores/orders/{id}/waiting-pickup"),
+        );
+        assert_eq!(
+            response.status,
+            200,
+            "waiting-pickup {id} through the edge: {}",
+            response.text()
+        );
         assert_eq!(response.json()["status"], "waitingPickup");
     }
     // And a store's list is that store's orders.
     let listed = edge.staff("GET", "/api/v1/stores/orders?store=store-002");
     assert_eq!(listed.status, 200, "{}", listed.text());
-    let listed: Vec<String> =
-        listed.json()["orders"].as_array().expect("orders").iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
-    let expected: Vec<&String> = ids.iter().filter(|id| id.starts_with("store-002-")).collect();
-    assert_eq!(listed.iter().collect::<Vec<_>>(), expected, "store-002's list through the edge");
+    let listed: Vec<String> = listed.json()["orders"]
+        .as_array()
+        .expect("orders")
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<&String> = ids
+        .iter()
+        .filter(|id| id.starts_with("store-002-"))
+        .collect();
+    assert_eq!(
+        listed.iter().collect::<Vec<_>>(),
+        expected,
+        "store-002's list through the edge"
+    );
 
     // Well-formed ids that name no order, and malformed ones, get the nodes' own answers.
-    assert_eq!(edge.get("/api/v1/stores/orders/store-002-999999").status, 404);
+    assert_eq!(
+        edge.get("/api/v1/stores/orders/store-002-999999").status,
+        404
+    );
     assert_eq!(edge.get("/api/v1/stores/orders/store-999-1").status, 404);
     assert_eq!(edge.get("/api/v1/stores/orders/abc").status, 400);
     // Everything else reaches some node.

@@ -47,7 +47,7 @@ fn client(addr: SocketAddr, acked: Acked, stop: Arc<AtomicBool>, menu: &'static 
         let previous = acked.lock().unwrap().insert(number, "pending".into());
         assert!(previous.is_none(), "order number {number} handed out twice");
         count += 1;
-        if count % 3 == 0 {
+        if count.is_multiple_of(3) {
             let request = format!(
                 "POST /api/v1/stores/orders/store-001-{number}/waiting-pickup HTTP/1.1\r\nHost: t\r\n\
                  Authorization: Bearer {STAFF_TOKEN}\r\nContent-Length: 0\r\n\r\n"

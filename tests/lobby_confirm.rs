@@ -18,7 +18,10 @@ fn stay(n: &str) -> serde_json::Value {
 /// Seconds from now until an RFC 3339 time, e.g. `2025-10-25T14:03:21+09:00`.
 fn seconds_until(rfc3339: &str) -> i64 {
     let at = chrono::DateTime::parse_from_rfc3339(rfc3339).expect("RFC 3339");
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     at.timestamp() - now
 }
 
@@ -37,7 +40,11 @@ fn three_joins_form_a_group_with_one_tokyo_start_time() {
         assert_eq!(message["stay_num"], "3");
         let start = message["start_time"].as_str().unwrap().to_string();
         assert!(start.ends_with("+09:00"), "{start}");
-        assert_eq!(start.len(), "2025-10-25T14:03:21+09:00".len(), "whole seconds: {start}");
+        assert_eq!(
+            start.len(),
+            "2025-10-25T14:03:21+09:00".len(),
+            "whole seconds: {start}"
+        );
         let delta = seconds_until(&start);
         assert!((8..=12).contains(&delta), "now + 10 s, got {delta}");
         start_times.insert(start);
@@ -77,12 +84,15 @@ fn thirty_simultaneous_joins_form_exactly_ten_groups_of_three() {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let stream = std::net::TcpStream::connect(addr).unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
                 barrier.wait();
                 let url = format!("ws://{addr}/ws/stay?room=crowd");
                 let (mut ws, _) = tungstenite::client::client(url.as_str(), stream).unwrap();
                 loop {
-                    let message: serde_json::Value = serde_json::from_str(&next_text(&mut ws)).unwrap();
+                    let message: serde_json::Value =
+                        serde_json::from_str(&next_text(&mut ws)).unwrap();
                     let start = message["start_time"].as_str().unwrap().to_string();
                     if start != "null" {
                         assert_eq!(message["stay_num"], "3");
@@ -95,7 +105,9 @@ fn thirty_simultaneous_joins_form_exactly_ten_groups_of_three() {
         .collect();
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
     for joiner in joiners {
-        *groups.entry(joiner.join().expect("every client gets a start time")).or_default() += 1;
+        *groups
+            .entry(joiner.join().expect("every client gets a start time"))
+            .or_default() += 1;
     }
     // Start times have one-second resolution, so groups formed in the same second share
     // one; what matters is that 30 clients were grouped in threes.
@@ -103,7 +115,10 @@ fn thirty_simultaneous_joins_form_exactly_ten_groups_of_three() {
     assert_eq!(total, 30);
     assert!(groups.values().all(|n| n % 3 == 0), "{groups:?}");
     let metrics = server.get("/metrics").text();
-    assert!(metrics.contains("kakigori_rooms_open{endpoint=\"ws_stay\"} 0"), "no lobby left over");
+    assert!(
+        metrics.contains("kakigori_rooms_open{endpoint=\"ws_stay\"} 0"),
+        "no lobby left over"
+    );
 }
 
 fn order_of(ws: &mut Ws) -> serde_json::Value {
@@ -116,19 +131,27 @@ fn order_of(ws: &mut Ws) -> serde_json::Value {
 fn confirm_orders_once_everyone_is_ready() {
     let server = Server::start(&["--cores", "2"]);
     for size in [2usize, 5] {
-        let mut clients: Vec<Ws> = (0..size).map(|_| server.ws("/ws/confirm?room=giiku-haku")).collect();
+        let mut clients: Vec<Ws> = (0..size)
+            .map(|_| server.ws("/ws/confirm?room=giiku-haku"))
+            .collect();
         for ws in &mut clients {
             send_text(ws, r#"{"status":"ready"}"#);
             send_text(ws, r#"{"status":"ready"}"#);
         }
         let orders: Vec<_> = clients.iter_mut().map(order_of).collect();
-        let ids: BTreeSet<_> = orders.iter().map(|o| o["id"].as_str().unwrap().to_string()).collect();
+        let ids: BTreeSet<_> = orders
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(ids.len(), size, "one distinct order per client");
         for order in &orders {
             assert_eq!(order["menu_item_id"], "giiku-haku");
             assert_eq!(order["menu_name"], "技育博な メロン味");
             assert_eq!(order["status"], "pending");
-            let fetched = server.get(&format!("/api/v1/stores/orders/{}", order["id"].as_str().unwrap()));
+            let fetched = server.get(&format!(
+                "/api/v1/stores/orders/{}",
+                order["id"].as_str().unwrap()
+            ));
             assert_eq!(fetched.json(), *order);
         }
     }
@@ -168,7 +191,10 @@ fn a_join_during_ordering_lands_in_the_next_batch() {
     send_text(&mut second, r#"{"status":"ready"}"#);
     send_text(&mut third, r#"{"status":"ready"}"#);
     let (o2, o3) = (order_of(&mut second), order_of(&mut third));
-    let ids: BTreeSet<_> = [&order, &o2, &o3].iter().map(|o| o["order_number"].as_u64().unwrap()).collect();
+    let ids: BTreeSet<_> = [&order, &o2, &o3]
+        .iter()
+        .map(|o| o["order_number"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 3);
 }
 
@@ -180,7 +206,8 @@ fn unknown_menu_item_is_refused_at_the_handshake() {
     match tungstenite::client::client(url.as_str(), stream) {
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
             assert_eq!(response.status(), 400);
-            let body: serde_json::Value = serde_json::from_slice(response.body().as_ref().unwrap()).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_ref().unwrap()).unwrap();
             assert_eq!(body["message"], "menu item not found: giiku-nope");
         }
         other => panic!("expected a 400, got {:?}", other.map(|(_, r)| r.status())),

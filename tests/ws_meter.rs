@@ -274,7 +274,7 @@ fn hostile_frames_get_the_right_close_codes() {
 fn fragments_reassemble_pings_are_answered_and_close_completes() {
     let server = Server::start(&["--meter-interval-ms", "0"]);
     let mut ws = server.ws("/ws?room=frag");
-    ws.send(Message::Ping(b"hey".to_vec().into())).unwrap();
+    ws.send(Message::Ping(b"hey".to_vec())).unwrap();
     loop {
         if let Message::Pong(payload) = ws.read().unwrap() {
             assert_eq!(&payload[..], b"hey");
@@ -355,11 +355,11 @@ fn a_slow_reader_gets_the_newest_average_without_a_backlog() {
     let mut slow = server.ws("/ws?room=slow");
     let mut sender = server.ws("/ws?room=slow");
     // The slow client reads nothing while thousands of averages are produced.
-    for v in 1..=4000 {
+    for v in 1..=4000u32 {
         sender
             .write(Message::text(format!(r#"{{"value": {v}}}"#)))
             .unwrap();
-        if v % 100 == 0 {
+        if v.is_multiple_of(100) {
             sender.flush().unwrap();
         }
     }

@@ -76,7 +76,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
         }
         // Early reject of garbage, so a broken peer is not waited on.
         let n = buf.len().min(5);
-        if &buf[..n] != &b"HTTP/"[..n] {
+        if buf[..n] != b"HTTP/"[..n] {
             return Err(format!(
                 "not an HTTP response: {:?}",
                 String::from_utf8_lossy(&buf[..buf.len().min(40)])

@@ -93,7 +93,14 @@ pub fn text(r: &RunResult, max_errors: u64) -> String {
     if !r.hists.is_empty() {
         s.push_str(&format!(
             "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max", "mean",
+            "latency (ms)",
+            "count",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "mean",
             w = w + 2
         ));
         for (n, h) in r.hists.iter().filter(|(_, h)| !h.is_empty()) {
@@ -525,7 +532,7 @@ mod tests {
         assert!(!s.contains("NaN") && !s.contains("inf"));
         // y axis tops out at a nice value above the max (~10 ms)
         let top = nice_ceil(r.hists[0].1.max() as f64 / 1000.0);
-        assert!(top >= 10.0 && top <= 20.0);
+        assert!((10.0..=20.0).contains(&top));
         assert!(s.contains(&format!(">{}<", fmt_ms(top))));
         // every polyline point lies inside the plot area
         let pts = s

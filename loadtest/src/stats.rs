@@ -235,7 +235,11 @@ impl Stats {
                 .iter()
                 .map(|c| {
                     // gauges report their peak
-                    let total = if c.kind == Kind::Gauge { c.peak() } else { c.get() };
+                    let total = if c.kind == Kind::Gauge {
+                        c.peak()
+                    } else {
+                        c.get()
+                    };
                     CounterOut {
                         name: c.name.to_string(),
                         kind: c.kind,

@@ -2,12 +2,15 @@
 //! with its own data directory, and talk to it over real sockets.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The server's stderr, line by line, as it arrives.
+pub type Log = Arc<Mutex<Vec<String>>>;
 
 pub const STAFF_TOKEN: &str = "test-staff-token-0123456789";
 
@@ -16,7 +19,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
-    pub log: Arc<Mutex<Vec<String>>>,
+    pub log: Log,
 }
 
 impl Server {
@@ -143,7 +146,7 @@ fn spawn(
     data_dir: &Path,
     args: &[&str],
     token: Option<&str>,
-) -> Result<(Child, SocketAddr, Arc<Mutex<Vec<String>>>), String> {
+) -> Result<(Child, SocketAddr, Log), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kakigori"));
     command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])

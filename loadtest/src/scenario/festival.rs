@@ -581,11 +581,12 @@ async fn staff_task(sh: Rc<Shared>, token: String) {
             }
         }
         remove.sort_unstable();
-        let mut q = sh.staff.borrow_mut();
-        for i in remove.into_iter().rev() {
-            q.remove(i);
+        {
+            let mut q = sh.staff.borrow_mut();
+            for i in remove.into_iter().rev() {
+                q.remove(i);
+            }
         }
-        drop(q);
         if !sh.cfg.list_every.is_zero() && Instant::now() >= next_list {
             next_list = Instant::now() + sh.cfg.list_every;
             check_pending_list(&sh, &mut http, &auth).await;

@@ -507,7 +507,7 @@ async fn conn_task(
                                 room.values.set(room.values.get() + 1);
                                 let v: u32 = rng.gen_range(2..=200);
                                 // 1.0 .. 100.0 in steps of 0.5
-                                if v % 2 == 0 {
+                                if v.is_multiple_of(2) {
                                     format!("{{\"value\":{}}}", v / 2)
                                 } else {
                                     format!("{{\"value\":{}.5}}", v / 2)
