@@ -15,5 +15,6 @@ pub mod meter;
 pub mod metrics;
 pub mod orders;
 pub mod runtime;
+pub mod screens;
 pub mod staff;
 pub mod ws;

@@ -42,15 +42,17 @@ pub enum Endpoint {
     Meter = 1,
     Stay = 2,
     Confirm = 3,
+    /// `/ws/kitchen` and `/ws/board`.
+    Screen = 4,
 }
 
-const ENDPOINT_LABELS: [&str; 4] = ["http", "ws", "ws_stay", "ws_confirm"];
+const ENDPOINT_LABELS: [&str; 5] = ["http", "ws", "ws_stay", "ws_confirm", "ws_screens"];
 
 /// One core's live counters.
 #[derive(Default)]
 pub struct Metrics {
-    pub open: [Cell<i64>; 4],
-    pub rooms_open: [Cell<i64>; 4],
+    pub open: [Cell<i64>; 5],
+    pub rooms_open: [Cell<i64>; 5],
     pub ws_in: Cell<u64>,
     pub ws_out: Cell<u64>,
     pub ws_conflated: Cell<u64>,
@@ -133,8 +135,8 @@ impl Metrics {
 /// Everything one or more cores counted, in a form that can cross cores and be summed.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub open: [i64; 4],
-    pub rooms_open: [i64; 4],
+    pub open: [i64; 5],
+    pub rooms_open: [i64; 5],
     pub ws_in: u64,
     pub ws_out: u64,
     pub ws_conflated: u64,
@@ -164,7 +166,7 @@ pub struct OrderFigures {
 
 impl Snapshot {
     pub fn merge(&mut self, other: Snapshot) {
-        for i in 0..4 {
+        for i in 0..ENDPOINT_LABELS.len() {
             self.open[i] += other.open[i];
             self.rooms_open[i] += other.rooms_open[i];
         }
@@ -220,7 +222,7 @@ impl Snapshot {
             "gauge",
             "Open /ws rooms, lobbies and confirm batches.",
         );
-        for (i, label) in ENDPOINT_LABELS.iter().enumerate().skip(1) {
+        for (i, label) in ENDPOINT_LABELS.iter().enumerate().skip(1).take(3) {
             let _ = writeln!(
                 o,
                 "kakigori_rooms_open{{endpoint=\"{label}\"}} {}",

@@ -28,6 +28,10 @@ const ROUTED_PATHS: &[&str] = &[
     "/ws",
     "/ws/stay",
     "/ws/confirm",
+    "/ws/kitchen",
+    "/ws/board",
+    "/kitchen",
+    "/board",
 ];
 
 const VALIDATE: &str = "import sys, yaml; from openapi_spec_validator import validate; \

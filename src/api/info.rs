@@ -47,6 +47,24 @@ pub fn menu(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
     Status::Ok
 }
 
+/// `/kitchen` and `/board`: the screens' pages.
+pub fn page(kind: crate::http::route::WsKind, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
+    use crate::screens::pages;
+    let html = match kind {
+        crate::http::route::WsKind::Kitchen => pages::KITCHEN_HTML,
+        _ => pages::BOARD_HTML,
+    };
+    response::write(
+        out,
+        Status::Ok,
+        "text/html; charset=utf-8",
+        "",
+        html.as_bytes(),
+        head.close,
+    );
+    Status::Ok
+}
+
 pub fn swagger(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
     response::write(
         out,

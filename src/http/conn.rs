@@ -180,8 +180,27 @@ impl Connection {
                     else {
                         return self.timed_out().await;
                     };
+                    // Between requests, shutdown closes the connection (SPEC §5).
+                    let idle = self.filled == 0;
+                    if idle && self.shard.drain.is_draining() {
+                        return Ok(None);
+                    }
                     self.stream.set_read_timeout(Some(remaining))?;
-                    match self.stream.read(&mut self.buf[self.filled..]).await {
+                    let read = self.stream.read(&mut self.buf[self.filled..]);
+                    let read = if idle {
+                        let drain = self.shard.drain.wait();
+                        let read = futures_lite::future::or(async { Some(read.await) }, async {
+                            drain.await;
+                            None
+                        });
+                        match read.await {
+                            Some(read) => read,
+                            None => return Ok(None),
+                        }
+                    } else {
+                        read.await
+                    };
+                    match read {
                         Ok(0) => return Ok(None),
                         Ok(n) => self.filled += n,
                         Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -231,7 +250,7 @@ impl Connection {
         let body_max = config.body_bytes_max;
         let data = &self.buf[..self.filled];
         let mut storage = request::header_storage();
-        let head = match request::parse(data, &mut storage) {
+        let mut head = match request::parse(data, &mut storage) {
             Ok(head) => head,
             Err(HeadError::Partial) => {
                 if self.filled >= head_max {
@@ -271,6 +290,8 @@ impl Connection {
         if self.filled < total {
             return Step::NeedMore { needed: total };
         }
+        // Shutting down: answer this request, then close.
+        head.close |= self.shard.drain.is_draining();
         let body = &data[head.head_len..total];
         let close = head.close;
         let out = &mut self.out;

@@ -93,10 +93,12 @@ pub fn parse<'b, 'h>(
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(header.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            // Only spaces and tabs may surround the digits (RFC 9110 OWS): anything a
+            // proxy in front might read differently is refused, not guessed at.
+            let digits = header.value.trim_ascii();
+            let value = Some(digits)
+                .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.parse::<usize>().ok())
                 .ok_or(HeadError::Malformed("invalid Content-Length"))?;
             if content_length.is_some_and(|seen| seen != value) {

@@ -13,6 +13,17 @@ pub enum WsKind {
     Stay,
     /// `/ws/confirm`: everybody ready, then order.
     Confirm,
+    /// `/ws/kitchen`: the staff kitchen board's live feed.
+    Kitchen,
+    /// `/ws/board`: the public pickup board's live feed.
+    Board,
+}
+
+impl WsKind {
+    /// Whether the endpoint groups clients by a `room` parameter.
+    pub fn has_rooms(self) -> bool {
+        matches!(self, WsKind::Meter | WsKind::Stay | WsKind::Confirm)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +39,8 @@ pub enum Route<'a> {
     Swagger,
     Metrics,
     WebSocket(WsKind),
+    /// A screen's page: `/kitchen` or `/board`.
+    Page(WsKind),
 }
 
 const ORDERS_PREFIX: &str = "/api/v1/stores/orders/";
@@ -44,6 +57,10 @@ pub fn find(path: &str) -> Option<Route<'_>> {
         "/ws" => Route::WebSocket(WsKind::Meter),
         "/ws/stay" => Route::WebSocket(WsKind::Stay),
         "/ws/confirm" => Route::WebSocket(WsKind::Confirm),
+        "/ws/kitchen" => Route::WebSocket(WsKind::Kitchen),
+        "/ws/board" => Route::WebSocket(WsKind::Board),
+        "/kitchen" => Route::Page(WsKind::Kitchen),
+        "/board" => Route::Page(WsKind::Board),
         _ => {
             let rest = path.strip_prefix(ORDERS_PREFIX)?;
             match rest.split_once('/') {
@@ -70,7 +87,8 @@ impl Route<'_> {
             | Route::Order(_)
             | Route::Swagger
             | Route::Metrics
-            | Route::WebSocket(_) => &[Method::Get],
+            | Route::WebSocket(_)
+            | Route::Page(_) => &[Method::Get],
         }
     }
 
@@ -97,6 +115,9 @@ impl Route<'_> {
             Route::WebSocket(WsKind::Meter) => "ws",
             Route::WebSocket(WsKind::Stay) => "ws_stay",
             Route::WebSocket(WsKind::Confirm) => "ws_confirm",
+            Route::WebSocket(WsKind::Kitchen) => "ws_kitchen",
+            Route::WebSocket(WsKind::Board) => "ws_board",
+            Route::Page(_) => "page",
         }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod listen;
 pub mod mesh;
+pub mod notify;
 pub mod shard;
+pub mod shutdown;
 
 use crate::config::Config;
 use crate::orders::index::OrderIndex;
@@ -27,8 +29,26 @@ const IO_MEMORY_BYTES: usize = 128 << 10;
 
 pub const JOURNAL_FILE: &str = "orders.journal";
 
+/// What the main thread and every core share about the process's life: the shutdown
+/// signals and systemd notifications.
+struct Lifecycle {
+    coordinator: shutdown::Coordinator,
+    notifier: Arc<notify::Notifier>,
+    heartbeats: Arc<notify::Heartbeats>,
+}
+
 /// Runs the server until every executor stops. Errors are fit to show the operator.
 pub fn run(config: Config) -> Result<(), String> {
+    // First: a SIGTERM during recovery is remembered and honoured once the cores run.
+    let coordinator = shutdown::Coordinator::install(config.cores)
+        .map_err(|e| format!("cannot install the signal handlers: {e}"))?;
+    let notifier = Arc::new(notify::Notifier::from_env());
+    let watchdog_every = notify::watchdog_interval_from_env().filter(|_| notifier.enabled());
+    let lifecycle = Arc::new(Lifecycle {
+        coordinator,
+        notifier,
+        heartbeats: Arc::new(notify::Heartbeats::new(config.cores, watchdog_every)),
+    });
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
@@ -65,9 +85,20 @@ pub fn run(config: Config) -> Result<(), String> {
         index,
         connections: AtomicUsize::new(0),
     });
+    let report = shared.clone();
     let mesh = MeshBuilder::<CoreMsg, _>::full(cores, mesh::CHANNEL_CAPACITY);
+    // glommio 0.9's MeshBuilder is Send but counts its clones with a plain `Rc`: cloned
+    // on the executor threads at once, a lost increment frees it while a core still uses
+    // it (AddressSanitizer caught it; the heap corruption surfaced as an abort when the
+    // executor threads exit). So clone it here, on one thread, and never drop the
+    // original: racing drops on the executors can then only leak it, never free it early.
+    let meshes = Arc::new(Mutex::new(
+        (0..cores).map(|_| mesh.clone()).collect::<Vec<_>>(),
+    ));
+    std::mem::forget(mesh);
     let recovered = Arc::new(Mutex::new(Some(recovered)));
     let (ready_sender, ready) = mpsc::channel::<Result<(), String>>();
+    let lifecycle_for_cores = lifecycle.clone();
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, Some(cpus)))
         .name("kakigori")
         .io_memory(IO_MEMORY_BYTES)
@@ -78,13 +109,26 @@ pub fn run(config: Config) -> Result<(), String> {
         ))
         .on_all_shards(move || {
             let shared = shared.clone();
-            let mesh = mesh.clone();
+            let mesh = meshes
+                .lock()
+                .expect("start-up lock")
+                .pop()
+                .expect("one mesh handle per core");
             let recovered = recovered.clone();
             let ready = ready_sender.clone();
             let journal_path = journal_path.clone();
+            let lifecycle = lifecycle_for_cores.clone();
             async move {
-                let result =
-                    serve_core(shared, mesh, recovered, journal_path, addr, ready.clone()).await;
+                let result = serve_core(
+                    shared,
+                    mesh,
+                    recovered,
+                    journal_path,
+                    addr,
+                    ready.clone(),
+                    lifecycle,
+                )
+                .await;
                 if let Err(e) = &result {
                     let _ = ready.send(Err(e.clone()));
                 }
@@ -101,12 +145,44 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     drop(reservation);
     log::info!("listening on {addr} with {cores} cores");
+    lifecycle
+        .notifier
+        .ready(&format!("serving on {addr} with {cores} cores"));
+    let watchdog = watchdog_every.and_then(|every| {
+        notify::Watchdog::start(
+            lifecycle.notifier.clone(),
+            lifecycle.heartbeats.clone(),
+            every,
+        )
+        .map_err(|e| log::warn!("cannot start the watchdog thread: {e}"))
+        .ok()
+    });
+    let mut outcome = Ok(());
     for result in handles.join_all() {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(format!("executor failed: {e}")),
+        let failed = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => format!("executor failed: {e}"),
+        };
+        if outcome.is_ok() {
+            outcome = Err(failed);
         }
+    }
+    drop(watchdog);
+    outcome?;
+    if let Some(began) = lifecycle.coordinator.began() {
+        let cut = report
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let cut = if cut > 0 {
+            format!("; {cut} connections were still open at the timeout and are cut")
+        } else {
+            String::new()
+        };
+        log::info!(
+            "shutdown complete in {} ms: journal closed{cut}",
+            began.elapsed().as_millis()
+        );
     }
     Ok(())
 }
@@ -130,6 +206,7 @@ async fn serve_core(
     journal_path: PathBuf,
     addr: SocketAddr,
     ready: mpsc::Sender<Result<(), String>>,
+    lifecycle: Arc<Lifecycle>,
 ) -> Result<(), String> {
     let cores = shared.config.cores;
     let (senders, receivers) = mesh
@@ -154,10 +231,25 @@ async fn serve_core(
     let shard = Rc::new(Shard::new(id, cores, shared, senders, book));
     shard.listen_to_peers(receivers);
     crate::ws::registry::start_sweeper(&shard);
+    crate::screens::live::start(&shard);
+    lifecycle.heartbeats.start_beating(id);
+    let signal = lifecycle
+        .coordinator
+        .receiver()
+        .ok_or_else(|| format!("core {id} has no shutdown signal socket"))?;
     let listener =
         TcpListener::bind(addr).map_err(|e| format!("core {id} cannot bind {addr}: {e}"))?;
     let _ = ready.send(Ok(()));
     drop(ready);
+    futures_lite::future::or(accept_loop(&shard, &listener), shutdown::signalled(signal)).await;
+    drop(listener);
+    let result = shutdown::drain_core(&shard, &lifecycle.coordinator, &lifecycle.notifier).await;
+    lifecycle.heartbeats.retire(id);
+    result
+}
+
+/// Accepts connections until the future is dropped (at shutdown).
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -165,7 +257,7 @@ async fn serve_core(
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                log::warn!("core {id}: accept failed: {e}");
+                log::warn!("core {}: accept failed: {e}", shard.id);
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }

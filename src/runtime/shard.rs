@@ -43,6 +43,8 @@ pub struct Shard {
     per_ip: RefCell<HashMap<IpAddr, u32>>,
     pub ws: crate::ws::registry::Registry,
     pub chanter: crate::chant::Chanter,
+    /// Set once shutdown began on this core; HTTP connections stop keeping alive.
+    pub drain: super::shutdown::Drain,
 }
 
 /// Holds one connection slot; gives it back when dropped.
@@ -100,6 +102,7 @@ impl Shard {
             per_ip: RefCell::new(HashMap::new()),
             ws,
             chanter,
+            drain: super::shutdown::Drain::default(),
         }
     }
 

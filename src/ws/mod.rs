@@ -14,6 +14,7 @@ use crate::http::route::WsKind;
 use crate::metrics::{Endpoint, Rejected};
 use crate::runtime::mesh::Handoff;
 use crate::runtime::shard::Shard;
+use crate::screens::live as screens;
 use conn::{Connection, Ending};
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
@@ -24,8 +25,12 @@ use std::rc::Rc;
 /// Close code for "try again later": a limit refused the connection.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
-/// The core a room lives on: a stable hash (FNV-1a) of endpoint and name.
+/// The core a room lives on: a stable hash (FNV-1a) of endpoint and name. The screens'
+/// feeds live with the journal, which tells them about every order change.
 pub fn home_core(kind: WsKind, room: &str, cores: usize) -> usize {
+    if !kind.has_rooms() {
+        return crate::runtime::shard::JOURNAL_OWNER;
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in [kind as u8].iter().chain(room.as_bytes()) {
         hash ^= u64::from(*byte);
@@ -39,6 +44,7 @@ fn endpoint(kind: WsKind) -> Endpoint {
         WsKind::Meter => Endpoint::Meter,
         WsKind::Stay => Endpoint::Stay,
         WsKind::Confirm => Endpoint::Confirm,
+        WsKind::Kitchen | WsKind::Board => Endpoint::Screen,
     }
 }
 
@@ -106,6 +112,8 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
         WsKind::Meter => crate::meter::room::join(&shard, &room, &slot).map(Role::Meter),
         WsKind::Stay => crate::lobby::join(&shard, &room, &slot).map(Role::Stay),
         WsKind::Confirm => crate::confirm::join(&shard, &room, &slot).map(Role::Confirm),
+        WsKind::Kitchen => screens::join(&shard, screens::Screen::Kitchen, &slot).map(Role::Screen),
+        WsKind::Board => screens::join(&shard, screens::Screen::Board, &slot).map(Role::Screen),
     };
     let role = match joined {
         Ok(role) => role,

@@ -6,7 +6,7 @@
 use super::slot::Slot;
 use crate::config::Config;
 use crate::runtime::shard::Shard;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,12 @@ pub struct Registry {
     slots: RefCell<Vec<Rc<Slot>>>,
     ping_interval_ms: u64,
     idle_timeout_ms: u64,
+    /// Set by [`Registry::close_all`]: connections that join later are closed at once.
+    closing: Cell<Option<u16>>,
     pub meter: crate::meter::room::Rooms,
     pub lobbies: crate::lobby::Lobbies,
     pub confirms: crate::confirm::Batches,
+    pub screens: crate::screens::live::Viewers,
 }
 
 impl Registry {
@@ -34,9 +37,11 @@ impl Registry {
             slots: RefCell::new(Vec::new()),
             ping_interval_ms: config.ws_ping_interval_ms,
             idle_timeout_ms: config.ws_idle_timeout_ms,
+            closing: Cell::new(None),
             meter: crate::meter::room::Rooms::new(config),
             lobbies: crate::lobby::Lobbies::default(),
             confirms: crate::confirm::Batches::default(),
+            screens: crate::screens::live::Viewers::default(),
         }
     }
 
@@ -59,6 +64,9 @@ impl Registry {
         let mut slots = self.slots.borrow_mut();
         slot.sweep_index.set(slots.len());
         slots.push(slot.clone());
+        if let Some(code) = self.closing.get() {
+            slot.close(code);
+        }
         slot
     }
 
@@ -71,8 +79,11 @@ impl Registry {
         }
     }
 
-    /// Asks every WebSocket on this core to close with `code` (shutdown: 1001).
+    /// Asks every WebSocket on this core to close with `code` (shutdown: 1001), and
+    /// every one that joins from now on (a hand-off from another core, an upgrade that
+    /// was already being answered).
     pub fn close_all(&self, code: u16) {
+        self.closing.set(Some(code));
         for slot in self.slots.borrow().iter() {
             slot.close(code);
         }

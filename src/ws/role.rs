@@ -11,6 +11,7 @@ pub enum Role {
     Meter(room::Member),
     Stay(lobby::Member),
     Confirm(confirm::Member),
+    Screen(crate::screens::live::Member),
 }
 
 impl Role {
@@ -20,6 +21,7 @@ impl Role {
             Role::Meter(member) => member.on_text(shard, text),
             Role::Stay(_) => shard.metrics.ignored(crate::metrics::Ignored::Unexpected),
             Role::Confirm(member) => member.on_text(shard, slot, text),
+            Role::Screen(member) => member.on_text(shard, slot, text),
         }
     }
 
@@ -27,7 +29,7 @@ impl Role {
     pub fn newest_broadcast(&mut self, shard: &Shard) -> Option<Rc<[u8]>> {
         match self {
             Role::Meter(member) => member.newest_broadcast(shard),
-            Role::Stay(_) | Role::Confirm(_) => None,
+            Role::Stay(_) | Role::Confirm(_) | Role::Screen(_) => None,
         }
     }
 
@@ -37,6 +39,7 @@ impl Role {
             Role::Meter(member) => member.leave(shard),
             Role::Stay(member) => member.leave(shard, slot),
             Role::Confirm(member) => member.leave(shard, slot),
+            Role::Screen(member) => member.leave(shard, slot),
         }
     }
 }

@@ -18,17 +18,21 @@ pub fn answer(kind: WsKind, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Result<St
         response::error(out, Status::BadRequest, message, close);
         Err(Status::BadRequest)
     };
-    let room = match query::param(head.query, "room") {
-        Err(_) => return fail(out, "room is not valid percent-encoding"),
-        Ok(None) => return fail(out, "room is required"),
-        Ok(Some(room)) if room.is_empty() => return fail(out, "room is required"),
-        Ok(Some(room)) if room.len() > ROOM_BYTES_MAX => {
-            return fail(out, &format!("room must be at most {ROOM_BYTES_MAX} bytes"))
+    let room = if !kind.has_rooms() {
+        String::new()
+    } else {
+        match query::param(head.query, "room") {
+            Err(_) => return fail(out, "room is not valid percent-encoding"),
+            Ok(None) => return fail(out, "room is required"),
+            Ok(Some(room)) if room.is_empty() => return fail(out, "room is required"),
+            Ok(Some(room)) if room.len() > ROOM_BYTES_MAX => {
+                return fail(out, &format!("room must be at most {ROOM_BYTES_MAX} bytes"))
+            }
+            Ok(Some(room)) => match String::from_utf8(room.into_owned()) {
+                Ok(room) => room,
+                Err(_) => return fail(out, "room must be UTF-8"),
+            },
         }
-        Ok(Some(room)) => match String::from_utf8(room.into_owned()) {
-            Ok(room) => room,
-            Err(_) => return fail(out, "room must be UTF-8"),
-        },
     };
     if kind == WsKind::Confirm && crate::menu::find(&room).is_none() {
         return fail(out, &format!("menu item not found: {room}"));

@@ -39,7 +39,21 @@ impl Server {
 
     /// As [`Server::start_in`]; `None` leaves the staff token to the server.
     pub fn start_with_token(data_dir: &Path, args: &[&str], token: Option<&str>) -> Server {
-        let (child, addr, log) = spawn(data_dir, args, token)
+        Server::spawn_with(data_dir, args, token, &[])
+    }
+
+    /// As [`Server::start_in`], with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::spawn_with(data_dir, args, Some(STAFF_TOKEN), envs)
+    }
+
+    fn spawn_with(
+        data_dir: &Path,
+        args: &[&str],
+        token: Option<&str>,
+        envs: &[(&str, &str)],
+    ) -> Server {
+        let (child, addr, log) = spawn(data_dir, args, token, envs)
             .unwrap_or_else(|log| panic!("server did not start:\n{log}"));
         Server {
             child: Some(child),
@@ -146,6 +160,7 @@ fn spawn(
     data_dir: &Path,
     args: &[&str],
     token: Option<&str>,
+    envs: &[(&str, &str)],
 ) -> Result<(Child, SocketAddr, Log), String> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kakigori"));
     command
@@ -160,6 +175,7 @@ fn spawn(
     if let Some(token) = token {
         command.env("KAKIGORI_STAFF_TOKEN", token);
     }
+    command.envs(envs.iter().copied());
     let mut child = command.spawn().map_err(|e| e.to_string())?;
     let stderr = child.stderr.take().expect("piped stderr");
     let log = Arc::new(Mutex::new(Vec::new()));
