@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{close_code, next_text, read_response, send_text, Response, Server, Ws, STAFF_TOKEN};
+use common::{close_code, read_response, send_text, Response, Server, Ws, STAFF_TOKEN};
 use serde_json::Value;
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,9 +33,7 @@ struct Edge {
 
 impl Edge {
     fn start(store_001: SocketAddr, store_002: SocketAddr) -> Edge {
-        if !Path::new(NGINX).exists() {
-            panic!("{NGINX} not found: install nginx (apt-get install -y nginx-light or nginx)");
-        }
+        require_nginx();
         let dir = tempfile::tempdir().expect("temp dir");
         let prefix = dir.path();
         let addr = free_loopback_addr();
@@ -154,6 +152,12 @@ impl Drop for Edge {
     }
 }
 
+fn require_nginx() {
+    if !Path::new(NGINX).exists() {
+        panic!("{NGINX} not found: install nginx (apt-get install -y nginx-light or nginx)");
+    }
+}
+
 fn replace_all_checked(text: &str, from: &str, to: &str) -> String {
     assert!(
         text.contains(from),
@@ -195,6 +199,21 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// The next text message as JSON. A time-out here usually means the room's clients were
+/// spread over both nodes, so the message that needs all of them never comes.
+fn next_json(ws: &mut Ws, what: &str) -> Value {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(text)) => return json(&text),
+            Ok(tungstenite::Message::Close(frame)) => panic!("{what}: closed early: {frame:?}"),
+            Ok(_) => {}
+            Err(e) => {
+                panic!("{what}: no message ({e}); were the room's clients split across nodes?")
+            }
+        }
+    }
+}
+
 fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -205,6 +224,7 @@ fn unique(name: &str) -> String {
 
 #[test]
 fn two_nodes_behind_nginx() {
+    require_nginx();
     let store_001 = Server::start(&["--store-id", "store-001"]);
     let store_002 = Server::start(&["--store-id", "store-002"]);
     let edge = Edge::start(store_001.addr, store_002.addr);
@@ -231,7 +251,7 @@ fn meter_room_lands_on_one_node(edge: &Edge) {
                 Instant::now() < deadline,
                 "client {i} never saw count 6 in room {room}"
             );
-            let message = json(&next_text(client));
+            let message = next_json(client, &format!("meter client {i} of room {room}"));
             let count = message["count"]
                 .as_u64()
                 .unwrap_or_else(|| panic!("no count: {message}"));
@@ -266,7 +286,7 @@ fn lobby_forms_through_the_edge(edge: &Edge) {
                 Instant::now() < deadline,
                 "lobby client {i} never got a start_time"
             );
-            let message = json(&next_text(client));
+            let message = next_json(client, &format!("lobby client {i} of room {room}"));
             let start_time = message["start_time"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no start_time: {message}"));
