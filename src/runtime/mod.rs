@@ -5,6 +5,7 @@ pub mod listen;
 pub mod mesh;
 pub mod notify;
 pub mod shard;
+mod uring_probe;
 pub mod shutdown;
 
 use crate::config::Config;
@@ -39,6 +40,7 @@ struct Lifecycle {
 
 /// Runs the server until every executor stops. Errors are fit to show the operator.
 pub fn run(config: Config) -> Result<(), String> {
+    uring_probe::check()?;
     // First: a SIGTERM during recovery is remembered and honoured once the cores run.
     let coordinator = shutdown::Coordinator::install(config.cores)
         .map_err(|e| format!("cannot install the signal handlers: {e}"))?;
