@@ -382,3 +382,18 @@ fn a_slow_reader_gets_the_newest_average_without_a_backlog() {
     );
     let _ = close_code(&mut sender);
 }
+
+#[test]
+fn a_websocket_outlives_the_http_head_timeout() {
+    // The head deadline is for reading a request; a quiet WebSocket may stay far longer.
+    let server = Server::start(&["--head-timeout-ms", "300", "--meter-interval-ms", "0"]);
+    let mut quiet = server.ws("/ws?room=patient");
+    let mut sender = server.ws("/ws?room=patient");
+    std::thread::sleep(Duration::from_millis(1000));
+    send_text(&mut sender, r#"{"value": 9}"#);
+    assert_eq!(
+        reading(&mut quiet),
+        (9.0, 1),
+        "the quiet client is still connected"
+    );
+}

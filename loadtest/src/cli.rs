@@ -137,7 +137,12 @@ pub const METER: &[Flag] = &[
         "1",
         "probe rooms: one sender sending 1,2,3,... and C-1 listeners measuring send->receive",
     ),
-    f("probe-hz", "H", "5", "values per second of each probe sender"),
+    f(
+        "probe-hz",
+        "H",
+        "5",
+        "values per second of each probe sender; keep <= the server's per-client cap (50/s), else ignored values break the identification",
+    ),
     f(
         "junk-pct",
         "PCT",
@@ -155,6 +160,12 @@ pub const METER: &[Flag] = &[
         "N",
         "256",
         "WebSocket handshakes in flight during ramp-up",
+    ),
+    f(
+        "load-read-ms",
+        "MS",
+        "100",
+        "load-room clients read their socket at most every MS ms, several frames per read, to keep the harness cheap (0 = as soon as data arrives); probe rooms always read at once",
     ),
     f(
         "room-prefix",
@@ -212,6 +223,12 @@ pub const REST: &[Flag] = &[
         "RPS",
         "0",
         "total request rate spread over the connections (0 = closed loop, as fast as possible); with a rate, latency counts from the scheduled send time",
+    ),
+    f(
+        "pipeline",
+        "N",
+        "1",
+        "requests written back to back per connection before reading their responses (HTTP/1.1 pipelining); latency counts from the batch write",
     ),
 ];
 
@@ -552,6 +569,11 @@ pub fn parse(args: &[String]) -> Result<ParseOutcome, String> {
 }
 
 impl Opts {
+    /// Whether the flag was given on the command line.
+    pub fn vals_has(&self, name: &str) -> bool {
+        self.vals.contains_key(name)
+    }
+
     fn raw(&self, name: &str) -> Option<String> {
         if let Some(v) = self.vals.get(name) {
             return Some(v.clone());

@@ -28,6 +28,7 @@ pub struct Ctx {
     pub duration: Duration,
     seed: u64,
     seq: Cell<u64>,
+    seq_src: Cell<usize>,
 }
 
 impl Ctx {
@@ -43,6 +44,7 @@ impl Ctx {
             duration,
             seed,
             seq: Cell::new(0),
+            seq_src: Cell::new(0),
         })
     }
 
@@ -72,20 +74,17 @@ impl Ctx {
         }
     }
 
-    pub fn ws_failed(&self, what: &str, e: &WsError) {
+    pub fn ws_failed(&self, what: &str, at: &str, e: &WsError) {
+        let d = || format!("{at}: {e}");
         match e {
             WsError::Protocol(_) => self
                 .stats
-                .violation(&format!("{what}: WebSocket protocol"), || e.to_string()),
+                .violation(&format!("{what}: WebSocket protocol"), d),
             WsError::Eof => self
                 .stats
-                .error(&format!("{what}: dropped without close frame"), || {
-                    e.to_string()
-                }),
-            WsError::Timeout => self
-                .stats
-                .error(&format!("{what}: timeout"), || e.to_string()),
-            WsError::Io(_) => self.stats.error(&format!("{what}: I/O"), || e.to_string()),
+                .error(&format!("{what}: dropped without close frame"), d),
+            WsError::Timeout => self.stats.error(&format!("{what}: timeout"), d),
+            WsError::Io(_) => self.stats.error(&format!("{what}: I/O"), d),
         }
     }
 
@@ -97,6 +96,15 @@ impl Ctx {
         src: Option<IpAddr>,
         buf: usize,
     ) -> Option<WsConn> {
+        // Short-lived connections (lobby, confirm, festival) rotate over
+        // 127.0.0.2..9 so TIME_WAIT ports never run out on one address pair.
+        let src = src.or_else(|| {
+            crate::net::is_v4_loopback(&self.target.addr).then(|| {
+                let n = self.seq_src.get();
+                self.seq_src.set(n.wrapping_add(1));
+                crate::net::source_addr(n % 8)
+            })
+        });
         match WsConn::connect(&self.target, path, src, self.timeout, buf).await {
             Ok(c) => Some(c),
             Err(e) => {

@@ -270,8 +270,10 @@ pub enum HttpError {
     Timeout,
     /// The peer sent something that is not valid HTTP.
     Protocol(String),
-    /// The connection closed before a complete response.
+    /// The connection closed before any byte of a response.
     Closed,
+    /// The connection closed in the middle of a response.
+    Truncated,
 }
 
 impl std::fmt::Display for HttpError {
@@ -280,7 +282,8 @@ impl std::fmt::Display for HttpError {
             HttpError::Io(e) => write!(f, "I/O error: {e}"),
             HttpError::Timeout => write!(f, "timed out"),
             HttpError::Protocol(s) => write!(f, "malformed HTTP response: {s}"),
-            HttpError::Closed => write!(f, "connection closed before a complete response"),
+            HttpError::Closed => write!(f, "connection closed before any response byte"),
+            HttpError::Truncated => write!(f, "connection closed in the middle of a response"),
         }
     }
 }
@@ -302,6 +305,7 @@ impl HttpError {
             HttpError::Timeout => "timeout",
             HttpError::Protocol(_) => "protocol",
             HttpError::Closed => "closed",
+            HttpError::Truncated => "truncated",
         }
     }
 }
@@ -350,6 +354,18 @@ impl HttpConn {
         r
     }
 
+    /// Write request bytes (one or several pipelined requests).
+    pub async fn send_raw(&mut self, req: &[u8]) -> Result<(), HttpError> {
+        if self.closed {
+            return Err(HttpError::Closed);
+        }
+        if let Err(e) = self.s.write_all(req).await {
+            self.closed = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     pub async fn read_response(&mut self, is_head: bool) -> Result<Response, HttpError> {
         let mut eof = false;
         loop {
@@ -363,7 +379,8 @@ impl HttpConn {
                         }
                         return Ok(resp);
                     }
-                    Ok(None) if eof => return Err(HttpError::Closed),
+                    Ok(None) if eof && self.start == self.end => return Err(HttpError::Closed),
+                    Ok(None) if eof => return Err(HttpError::Truncated),
                     Ok(None) => {}
                     Err(e) => return Err(HttpError::Protocol(e)),
                 }
@@ -407,6 +424,8 @@ pub struct Client {
     timeout: Duration,
     conn: Option<HttpConn>,
     pub connects: u64,
+    /// Safe requests retried after a stale keep-alive connection.
+    pub retries: u64,
 }
 
 impl Client {
@@ -416,6 +435,7 @@ impl Client {
             timeout,
             conn: None,
             connects: 0,
+            retries: 0,
         }
     }
 
@@ -426,12 +446,26 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response, HttpError> {
-        if self.conn.as_ref().is_none_or(|c| c.closed) {
+        let reused = self.conn.as_ref().is_some_and(|c| !c.closed);
+        if !reused {
             self.conn = Some(HttpConn::connect(&self.target, self.timeout).await?);
             self.connects += 1;
         }
         let c = self.conn.as_mut().expect("connected");
-        c.request(method, path, headers, body).await
+        let r = c.request(method, path, headers, body).await;
+        // A reused keep-alive connection the server closed while it was idle
+        // (its keep-alive limit) fails before any byte of a response: retry
+        // once on a fresh connection, as browsers do, for safe methods only.
+        let stale = matches!(&r, Err(HttpError::Closed))
+            || matches!(&r, Err(HttpError::Io(e)) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe));
+        if reused && stale && matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            self.retries += 1;
+            self.conn = Some(HttpConn::connect(&self.target, self.timeout).await?);
+            self.connects += 1;
+            let c = self.conn.as_mut().expect("connected");
+            return c.request(method, path, headers, body).await;
+        }
+        r
     }
 }
 

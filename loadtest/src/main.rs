@@ -13,6 +13,7 @@ mod stats;
 mod ws;
 
 use std::io::Write;
+use std::ops::Not;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -77,8 +78,16 @@ fn real_main(opts: Opts) -> Result<i32, String> {
     let max_errors = opts.u64("max-errors")?;
     opts.f64("duration-s")?;
     opts.f64("timeout-s")?;
+    // online CPUs of the machine (not the affinity mask: `taskset -c 1` is fine)
+    // SAFETY: sysconf is always safe to call.
+    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
     let placement = match opts.str("cpu").as_deref() {
         Some("none") | Some("unbound") => Placement::Unbound,
+        // the default CPU 1 does not exist on a one-CPU machine
+        Some("1") if ncpu < 2 && opts.vals_has("cpu").not() => {
+            eprintln!("note: one CPU only; the harness runs unpinned");
+            Placement::Unbound
+        }
         Some(c) => Placement::Fixed(
             c.parse()
                 .map_err(|_| format!("--cpu: '{c}' is not a CPU number or 'none'"))?,
@@ -138,11 +147,17 @@ fn real_main(opts: Opts) -> Result<i32, String> {
     }
     if json_out {
         eprint!("{human}");
-        let v = if merged.len() == 2 {
+        let mut v = if merged.len() == 2 {
             report::compare_json(&merged[0], &merged[1], max_errors)
         } else {
             report::json(&merged[0], max_errors)
         };
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "argv".into(),
+                serde_json::json!(std::env::args().collect::<Vec<_>>()),
+            );
+        }
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
@@ -238,6 +253,16 @@ async fn run_once(plan: &Plan, target: &Target, round: u64) -> Result<RunResult,
         rss_kb: net::self_rss_kb(),
         peak_rss_kb: u1.max_rss_kb,
     };
+    if let Some(l) = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+    {
+        if l > 2.5 {
+            res.notes.push(format!(
+                "1-minute load average {l:.2} at the end: other processes shared the CPUs, numbers are noisy"
+            ));
+        }
+    }
     if let (Some(pid), Some((su0, ss0))) = (plan.server_pid.as_deref(), s0) {
         if let Some((su1, ss1)) = net::proc_cpu_s(pid) {
             let (rss, hwm) = net::proc_rss_kb(pid).unwrap_or((0, 0));

@@ -76,6 +76,18 @@ pub fn json_response(r: &Response, want_status: u16) -> Result<Value, String> {
         .map_err(|e| format!("body is not JSON ({e}): {}", short(&r.body)))
 }
 
+/// Status + headers only (the caller parses the body itself).
+pub fn json_response_headers(r: &Response, want_status: u16) -> Result<(), String> {
+    if r.status() != want_status {
+        return Err(format!(
+            "status {} (want {want_status}), body {}",
+            r.status(),
+            short(&r.body)
+        ));
+    }
+    common_headers(r)
+}
+
 /// Headers every response must carry.
 pub fn common_headers(r: &Response) -> Result<(), String> {
     match r.header("access-control-allow-origin") {
@@ -165,53 +177,75 @@ pub fn status_rank(s: &str) -> usize {
     STATUSES.iter().position(|x| *x == s).unwrap_or(usize::MAX)
 }
 
+/// An Order exactly as on the wire (unknown or missing keys are errors).
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct OrderWire {
+    pub id: String,
+    pub menu_item_id: String,
+    pub menu_name: String,
+    pub status: String,
+    pub order_number: u64,
+}
+
+/// `{"orders":[Order...]}` of the staff list.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct OrderList {
+    pub orders: Vec<OrderWire>,
+}
+
+impl OrderWire {
+    /// Internal consistency: id = <store>-<order_number>, name matches the
+    /// item, known status.
+    pub fn check(self) -> Result<Order, String> {
+        let OrderWire {
+            id,
+            menu_item_id: item,
+            menu_name: name,
+            status,
+            order_number: number,
+        } = self;
+        if number == 0 {
+            return Err(format!("{id}: order_number 0 (numbering starts at 1)"));
+        }
+        let (store, n) = id
+            .rsplit_once('-')
+            .ok_or_else(|| format!("id {id:?} is not <store>-<n>"))?;
+        if n != number.to_string() || store.is_empty() {
+            return Err(format!(
+                "id {id:?} does not end with -<order_number> ({number})"
+            ));
+        }
+        match menu_name(&item) {
+            Some(want) if want == name => {}
+            Some(want) => {
+                return Err(format!(
+                    "{id}: menu_name {name:?} for {item}, want {want:?}"
+                ))
+            }
+            None => return Err(format!("{id}: menu_item_id {item:?} is not on the menu")),
+        }
+        if status_rank(&status) == usize::MAX {
+            return Err(format!(
+                "{id}: status {status:?} is not one of {STATUSES:?}"
+            ));
+        }
+        Ok(Order {
+            store: store.to_string(),
+            id,
+            menu_item_id: item,
+            status,
+            number,
+        })
+    }
+}
+
 /// Exact Order shape and internal consistency.
 pub fn parse_order(v: &Value) -> Result<Order, String> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| format!("order is not an object: {v}"))?;
-    const KEYS: [&str; 5] = ["id", "menu_item_id", "menu_name", "status", "order_number"];
-    if o.len() != KEYS.len() || !KEYS.iter().all(|k| o.contains_key(*k)) {
-        return Err(format!("order must have exactly the keys {KEYS:?}: {v}"));
-    }
-    let s = |k: &str| -> Result<String, String> {
-        o[k].as_str()
-            .map(|x| x.to_string())
-            .ok_or_else(|| format!("order {k} is not a string: {v}"))
-    };
-    let id = s("id")?;
-    let item = s("menu_item_id")?;
-    let name = s("menu_name")?;
-    let status = s("status")?;
-    let number = o["order_number"]
-        .as_u64()
-        .ok_or_else(|| format!("order_number is not a non-negative integer: {v}"))?;
-    if number == 0 {
-        return Err(format!("order_number 0 (numbering starts at 1): {v}"));
-    }
-    let (store, n) = id
-        .rsplit_once('-')
-        .ok_or_else(|| format!("id {id:?} is not <store>-<n>"))?;
-    if n != number.to_string() || store.is_empty() {
-        return Err(format!(
-            "id {id:?} does not end with -<order_number> ({number})"
-        ));
-    }
-    match menu_name(&item) {
-        Some(want) if want == name => {}
-        Some(want) => return Err(format!("menu_name {name:?} for {item}, want {want:?}")),
-        None => return Err(format!("menu_item_id {item:?} is not on the menu")),
-    }
-    if status_rank(&status) == usize::MAX {
-        return Err(format!("status {status:?} is not one of {STATUSES:?}"));
-    }
-    Ok(Order {
-        id: id.clone(),
-        store: store.to_string(),
-        menu_item_id: item,
-        status,
-        number,
-    })
+    OrderWire::deserialize(v)
+        .map_err(|e| format!("not an Order ({e}): {v}"))?
+        .check()
 }
 
 /// A chant-meter broadcast.

@@ -128,7 +128,7 @@ pub fn text(r: &RunResult, max_errors: u64) -> String {
         s.push_str(&format!("note: {n}\n"));
     }
     s.push_str(&format!("harness: {}\n", usage_line(&r.harness)));
-    if r.harness.cpu_pct > 85.0 {
+    if r.harness.cpu_pct > 85.0 && r.harness.wall_s > 2.0 {
         s.push_str("WARNING: the harness used most of its core; it may have been the bottleneck\n");
     }
     if let Some(sv) = &r.server {
@@ -323,8 +323,8 @@ const COLORS: [&str; 8] = [
 /// Latency by percentile, HdrHistogram style: x = percentile on a
 /// log scale of 1/(1-p) (0%, 90%, 99%, 99.9%, ...), y = latency in ms.
 pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
-    let (w, h) = (900.0f64, 520.0f64);
-    let (ml, mr, mt, mb) = (70.0, 220.0, 40.0, 50.0);
+    let (w, h) = (980.0f64, 520.0f64);
+    let (ml, mr, mt, mb) = (70.0, 300.0, 40.0, 50.0);
     let pw = w - ml - mr;
     let ph = h - mt - mb;
     let series: Vec<&(String, &Histogram<u64>)> =
@@ -334,8 +334,37 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
     let xmax = decades as f64;
     let ymax_us = series.iter().map(|(_, h)| h.max()).max().unwrap_or(1000) as f64;
     let ymax = nice_ceil(ymax_us / 1000.0);
+    // Log y axis when the series span more than two decades (e.g. festival
+    // steps from 0.2 ms to 30 s); otherwise linear from 0.
+    let ymin_us = series
+        .iter()
+        .map(|(_, h)| h.min().max(1))
+        .min()
+        .unwrap_or(1) as f64;
+    let log = ymax_us / ymin_us > 100.0;
+    let (lo_dec, hi_dec) = (
+        (ymin_us / 1000.0).log10().floor(),
+        (ymax_us / 1000.0)
+            .log10()
+            .ceil()
+            .max((ymin_us / 1000.0).log10().floor() + 1.0),
+    );
     let xp = |xv: f64| ml + pw * xv / xmax;
-    let yp = |ms: f64| mt + ph * (1.0 - ms / ymax);
+    let yp = |ms: f64| {
+        if log {
+            let l = ms.max(10f64.powf(lo_dec)).log10();
+            mt + ph * (1.0 - (l - lo_dec) / (hi_dec - lo_dec))
+        } else {
+            mt + ph * (1.0 - ms / ymax)
+        }
+    };
+    let yticks: Vec<f64> = if log {
+        (lo_dec as i32..=hi_dec as i32)
+            .map(|d| 10f64.powi(d))
+            .collect()
+    } else {
+        (0..=5).map(|i| ymax * i as f64 / 5.0).collect()
+    };
     let mut s = String::new();
     s.push_str(&format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
@@ -362,8 +391,7 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
             mt + ph + 18.0
         ));
     }
-    for i in 0..=5 {
-        let v = ymax * i as f64 / 5.0;
+    for v in yticks {
         let y = yp(v);
         s.push_str(&format!(
             "<line x1=\"{ml}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
@@ -374,15 +402,22 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
         ));
     }
     s.push_str(&format!(
-        "<rect x=\"{ml}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text>\n<text x=\"16\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1})\">latency (ms)</text>\n",
+        "<rect x=\"{ml}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text>\n<text x=\"16\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1})\">latency (ms{})</text>\n",
         ml + pw / 2.0,
         h - 10.0,
         mt + ph / 2.0,
-        mt + ph / 2.0
+        mt + ph / 2.0,
+        if log { ", log scale" } else { "" }
     ));
     const STEPS: usize = 240;
     for (i, (name, hist)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // past the palette, dashed lines keep series apart
+        let dash = if (i / COLORS.len()) % 2 == 1 {
+            " stroke-dasharray=\"7 4\""
+        } else {
+            ""
+        };
         let mut pts = String::new();
         for k in 0..=STEPS {
             let xv = xmax * k as f64 / STEPS as f64;
@@ -396,13 +431,13 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
             pts.push_str(&format!("{:.1},{:.1} ", xp(xv), y));
         }
         s.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
             pts.trim_end()
         ));
         let ly = mt + 10.0 + 36.0 * i as f64;
         let m = summarize(hist);
         s.push_str(&format!(
-            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/>\n<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#555\">p50 {} p99 {} max {} ms</text>\n",
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/>\n<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#555\">p50 {} p99 {} max {} ms</text>\n",
             ml + pw + 10.0,
             ml + pw + 30.0,
             ml + pw + 36.0,
@@ -429,6 +464,8 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
 fn fmt_ms(v: f64) -> String {
     if v == 0.0 {
         "0".into()
+    } else if v < 0.001 {
+        format!("{v:.4}")
     } else if v >= 10.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
@@ -516,7 +553,13 @@ mod tests {
 
     #[test]
     fn svg_plot() {
-        let r = sample();
+        let mut r = sample();
+        // 1..10 ms: one decade, so a linear axis
+        let mut h = new_hist();
+        for v in 1..=1000u64 {
+            h.record(1000 + v * 9).unwrap();
+        }
+        r.hists[0].1 = h;
         let series: Vec<(String, &Histogram<u64>)> = r
             .hists
             .iter()
@@ -530,6 +573,7 @@ mod tests {
         assert!(s.contains("meter &quot;test&quot;"));
         assert!(s.contains(">99.9%<"));
         assert!(!s.contains("NaN") && !s.contains("inf"));
+        assert!(!s.contains("log scale"));
         // y axis tops out at a nice value above the max (~10 ms)
         let top = nice_ceil(r.hists[0].1.max() as f64 / 1000.0);
         assert!((10.0..=20.0).contains(&top));
@@ -548,6 +592,15 @@ mod tests {
             assert!((70.0..=680.1).contains(&x), "{x}");
             assert!((40.0..=470.1).contains(&y), "{y}");
         }
+        // widely spread series switch to a log axis
+        let mut fast = new_hist();
+        fast.record(100).unwrap();
+        let mut slow = new_hist();
+        slow.record(30_000_000).unwrap();
+        let l = svg("log", &[("fast".into(), &fast), ("slow".into(), &slow)]);
+        assert!(l.contains("log scale"));
+        assert!(l.contains(">0.100<") && l.contains(">100000<"));
+        assert!(!l.contains("NaN") && !l.contains("inf"));
         let empty = svg("none", &[]);
         assert!(empty.contains("no samples"));
     }

@@ -102,6 +102,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 ..
             } = connection;
             let leftover = buf[consumed..filled].to_vec();
+            // The head deadline must not follow the socket into its WebSocket life, where
+            // silence is allowed up to the idle timeout.
+            if stream.set_read_timeout(None).is_err() {
+                return;
+            }
             crate::ws::start(
                 shard,
                 stream,

@@ -5,8 +5,8 @@ pub mod listen;
 pub mod mesh;
 pub mod notify;
 pub mod shard;
-mod uring_probe;
 pub mod shutdown;
+mod uring_probe;
 
 use crate::config::Config;
 use crate::orders::index::OrderIndex;

@@ -115,7 +115,7 @@ pub async fn await_order(
                 Ok(Ev::Binary) => st.violation("confirm: binary message", || room.to_string()),
                 Ok(_) => {}
                 Err(e) => {
-                    ctx.ws_failed("confirm", &e);
+                    ctx.ws_failed("confirm", room, &e);
                     return;
                 }
             }
@@ -209,7 +209,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                     let times = if cfg.double_ready { 2 } else { 1 };
                     for _ in 0..times {
                         if let Err(e) = c.send_text("{\"status\":\"ready\"}").await {
-                            ctx.ws_failed("confirm send ready", &e);
+                            ctx.ws_failed("confirm send ready", room, &e);
                             ok = false;
                         }
                     }

@@ -315,7 +315,7 @@ async fn journey(sh: &Shared, f: usize) -> bool {
         return false;
     };
     if let Err(e) = ws.send_text("{\"status\":\"ready\"}").await {
-        ctx.ws_failed("festival confirm", &e);
+        ctx.ws_failed("festival confirm", item, &e);
         return false;
     }
     let t_ready = Instant::now();
@@ -433,7 +433,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
                 Ok(Some(Ev::Ping)) => {
                     let p = ws.payload().to_vec();
                     if let Err(e) = ws.send_frame(OP_PONG, &p).await {
-                        ctx.ws_failed("festival chant", &e);
+                        ctx.ws_failed("festival chant", item, &e);
                         return false;
                     }
                 }
@@ -446,7 +446,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
-                    ctx.ws_failed("festival chant", &e);
+                    ctx.ws_failed("festival chant", item, &e);
                     return false;
                 }
             }
@@ -461,12 +461,12 @@ async fn chant(sh: &Shared, item: &str) -> bool {
         .await;
         match w {
             Wake::Read(Ok(0)) => {
-                ctx.ws_failed("festival chant", &WsError::Eof);
+                ctx.ws_failed("festival chant", item, &WsError::Eof);
                 return false;
             }
             Wake::Read(Ok(_)) => {}
             Wake::Read(Err(e)) => {
-                ctx.ws_failed("festival chant", &e);
+                ctx.ws_failed("festival chant", item, &e);
                 return false;
             }
             Wake::Tick => {
@@ -477,7 +477,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
                 let v: u32 = rng.gen_range(1..=100);
                 first_send.get_or_insert(now);
                 if let Err(e) = ws.send_text(&format!("{{\"value\":{v}}}")).await {
-                    ctx.ws_failed("festival chant", &e);
+                    ctx.ws_failed("festival chant", item, &e);
                     return false;
                 }
                 sh.chant_values.inc();
@@ -502,7 +502,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
             .violation("festival chant: close handshake not completed", || {
                 item.to_string()
             }),
-        Some(Err(e)) => ctx.ws_failed("festival chant close", &e),
+        Some(Err(e)) => ctx.ws_failed("festival chant close", item, &e),
     }
     true
 }
@@ -619,24 +619,23 @@ async fn check_pending_list(sh: &Shared, http: &mut Client, auth: &str) {
         Err(e) => return ctx.http_failed("staff list", &e),
     };
     sh.h_staff_list.since(t);
-    let Some(v) = check_json(ctx, "staff GET pending list", &r, 200) else {
+    if let Err(e) = proto::json_response_headers(&r, 200) {
+        st.violation("staff GET pending list: response", || e);
         return;
-    };
-    let Some(list) = v
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get("orders"))
-        .and_then(|l| l.as_array())
-    else {
-        st.violation("staff GET pending list: shape", || {
-            "want exactly {\"orders\":[...]}".to_string()
-        });
-        return;
+    }
+    let list: proto::OrderList = match serde_json::from_slice(&r.body) {
+        Ok(l) => l,
+        Err(e) => {
+            st.violation("staff GET pending list: shape", || {
+                format!("want exactly {{\"orders\":[Order...]}}: {e}")
+            });
+            return;
+        }
     };
     let mut prev = 0u64;
     let mut ids = HashSet::new();
-    for o in list {
-        match proto::parse_order(o) {
+    for o in list.orders {
+        match o.check() {
             Ok(o) => {
                 if o.status != "pending" {
                     st.violation("staff GET pending list: non-pending order listed", || {
@@ -652,7 +651,7 @@ async fn check_pending_list(sh: &Shared, http: &mut Client, auth: &str) {
                 prev = o.number;
                 ids.insert(o.id);
             }
-            Err(e) => st.violation("staff GET pending list: order shape", || e),
+            Err(e) => st.violation("staff GET pending list: order", || e),
         }
     }
     for id in expect {

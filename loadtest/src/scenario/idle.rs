@@ -117,6 +117,8 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             };
             open.inc();
             opened.inc();
+            let t_open = Instant::now();
+            let at = |t: Instant| format!("{path} after {:.2} s open", t.elapsed().as_secs_f64());
             // hold: answer pings, stay silent, until the stop signal
             let mut alive = true;
             'hold: loop {
@@ -125,7 +127,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                         Ok(Some(Ev::Ping)) => {
                             let p = ws.payload().to_vec();
                             if let Err(e) = ws.send_frame(OP_PONG, &p).await {
-                                ctx.ws_failed("idle pong", &e);
+                                ctx.ws_failed("idle pong", &path, &e);
                                 alive = false;
                                 break 'hold;
                             }
@@ -133,10 +135,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                         }
                         Ok(Some(Ev::Close(code))) => {
                             st.violation("idle: server closed an idle connection", || {
-                                format!(
-                                    "{path}: close code {code:?} after {:.1} s",
-                                    start.elapsed().as_secs_f64()
-                                )
+                                format!("{}: close code {code:?}", at(t_open))
                             });
                             let _ = ws.send_close(code.unwrap_or(1000)).await;
                             alive = false;
@@ -150,7 +149,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                         Ok(Some(Ev::Pong)) => {}
                         Ok(None) => break,
                         Err(e) => {
-                            ctx.ws_failed("idle hold", &e);
+                            ctx.ws_failed("idle hold", &at(t_open), &e);
                             alive = false;
                             break 'hold;
                         }
@@ -166,13 +165,18 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                 .await;
                 match w {
                     Wake::Read(Ok(0)) => {
-                        ctx.ws_failed("idle hold", &WsError::Eof);
+                        st.violation(
+                            "idle: server dropped an idle connection without a close frame",
+                            || at(t_open),
+                        );
                         alive = false;
                         break;
                     }
                     Wake::Read(Ok(_)) => {}
                     Wake::Read(Err(e)) => {
-                        ctx.ws_failed("idle hold", &e);
+                        st.violation("idle: idle connection failed", || {
+                            format!("{}: {e}", at(t_open))
+                        });
                         alive = false;
                         break;
                     }
@@ -188,7 +192,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             let t = Instant::now();
             let payload = (i as u32).to_be_bytes();
             if let Err(e) = ws.send_frame(OP_PING, &payload).await {
-                ctx.ws_failed("idle final ping", &e);
+                ctx.ws_failed("idle final ping", &path, &e);
                 return Outcome::NoPong;
             }
             let got = net::timeout(cfg.ping_timeout, async {
@@ -227,7 +231,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                     .violation("idle: close handshake not completed", || {
                         "no close frame in answer to ours".into()
                     }),
-                Some(Err(e)) => ctx.ws_failed("idle close", &e),
+                Some(Err(e)) => ctx.ws_failed("idle close", &path, &e),
             }
             Outcome::Survived
         }));

@@ -137,7 +137,7 @@ pub async fn lobby_client(
                 Ok(Ev::Binary) => st.violation("lobby: binary message", || room.to_string()),
                 Ok(_) => {}
                 Err(e) => {
-                    ctx.ws_failed("lobby", &e);
+                    ctx.ws_failed("lobby", room, &e);
                     return;
                 }
             }
@@ -147,7 +147,7 @@ pub async fn lobby_client(
     if res.is_none() {
         if start.is_none() {
             st.violation("lobby: no start_time received", || {
-                format!("{room}: nothing within {limit:?} of joining")
+                format!("{room}: no start_time within {limit:?} of joining")
             });
         } else {
             st.violation("lobby: no close after start_time", || {

@@ -32,6 +32,7 @@ pub struct Cfg {
     pub max_bhz: f64,
     pub conc: usize,
     pub prefix: Option<String>,
+    pub load_read_ms: u64,
 }
 
 impl Cfg {
@@ -49,6 +50,7 @@ impl Cfg {
             max_bhz: o.f64("max-broadcast-hz")?,
             conc: o.usize("connect-concurrency")?.max(1),
             prefix: o.str("room-prefix"),
+            load_read_ms: o.u64("load-read-ms")?,
         };
         if c.clients == 0 {
             return Err("--clients must be at least 1".into());
@@ -65,8 +67,11 @@ impl Cfg {
         if c.probe_rooms > 0 && c.probe_hz <= 0.0 {
             return Err("--probe-hz must be > 0".into());
         }
-        if c.hz > 1000.0 || c.probe_hz > 1000.0 {
-            return Err("--hz/--probe-hz above 1000 per sender is not a chant".into());
+        if c.probe_hz > 50.0 {
+            return Err("--probe-hz above 50: the server ignores a client's values beyond 50/s, so probe values could not be identified".into());
+        }
+        if c.hz > 1000.0 {
+            return Err("--hz above 1000 per sender is not a chant".into());
         }
         Ok(c)
     }
@@ -338,7 +343,23 @@ async fn conn_task(
     let max_count = ((room.senders as f64) * room.hz * 5.2).ceil() as u64 + room.senders as u64 + 1;
     let win_lo = ((5.0 * room.hz).floor() as u64).saturating_sub(2).max(1);
     let win_hi = (5.1 * room.hz).ceil() as u64 + 2;
+    let lazy = !room.probe && sh.cfg.load_read_ms > 0;
+    let lazy_d = Duration::from_millis(sh.cfg.load_read_ms);
+    let mut next_read = Instant::now() + lazy_d;
     let mut server_closed = false;
+    let role_name = match role {
+        Role::Sender => "sender",
+        Role::Listener => "listener",
+        Role::Probe => "probe sender",
+    };
+    let t_start = Instant::now();
+    let where_ = || {
+        format!(
+            "room {} ({role_name}) after {:.2} s",
+            room.name,
+            t_start.elapsed().as_secs_f64()
+        )
+    };
     'outer: loop {
         // handle everything already buffered
         loop {
@@ -432,7 +453,7 @@ async fn conn_task(
                 Ok(Some(Ev::Ping)) => {
                     let p = ws.payload().to_vec();
                     if let Err(e) = ws.send_frame(OP_PONG, &p).await {
-                        ctx.ws_failed("meter pong", &e);
+                        ctx.ws_failed("meter pong", &where_(), &e);
                         break 'outer;
                     }
                 }
@@ -447,7 +468,7 @@ async fn conn_task(
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    ctx.ws_failed("meter read", &e);
+                    ctx.ws_failed("meter read", &where_(), &e);
                     server_closed = true;
                     break 'outer;
                 }
@@ -457,78 +478,122 @@ async fn conn_task(
             break;
         }
         let can_send = timer.is_some() && Instant::now() < sh.send_until.get();
-        let wake = {
-            let read = async { Wake::Read(ws.fill().await) };
-            let stop = async {
-                sh.stop.wait(slot).await;
-                Wake::Stop
-            };
-            if can_send {
-                let t = timer.as_mut().expect("sender has a timer");
-                let tick = async {
-                    t.await;
-                    Wake::Tick
-                };
-                future::or(read, future::or(tick, stop)).await
+        let (read_res, tick, stop) = if lazy {
+            // Load-room client: read at most every --load-read-ms (several
+            // frames per recv) and send on its ticks.
+            let wake_at = if can_send {
+                next.min(next_read)
             } else {
-                future::or(read, stop).await
+                next_read
+            };
+            let stopped = future::or(
+                async {
+                    sleep_until(wake_at).await;
+                    false
+                },
+                async {
+                    sh.stop.wait(slot).await;
+                    true
+                },
+            )
+            .await;
+            if stopped {
+                (None, false, true)
+            } else {
+                let now = Instant::now();
+                let mut rr = None;
+                if now >= next_read {
+                    next_read = now + lazy_d;
+                    rr = future::poll_once(ws.fill()).await;
+                    if let Some(Ok(n)) = rr {
+                        if n >= 1024 {
+                            // more may be waiting: come back at once
+                            next_read = now;
+                        }
+                    }
+                }
+                (rr, can_send && now >= next, false)
+            }
+        } else {
+            let wake = {
+                let read = async { Wake::Read(ws.fill().await) };
+                let stop = async {
+                    sh.stop.wait(slot).await;
+                    Wake::Stop
+                };
+                if can_send {
+                    let t = timer.as_mut().expect("sender has a timer");
+                    let tick = async {
+                        t.await;
+                        Wake::Tick
+                    };
+                    future::or(read, future::or(tick, stop)).await
+                } else {
+                    future::or(read, stop).await
+                }
+            };
+            match wake {
+                Wake::Read(r) => (Some(r), false, false),
+                Wake::Tick => (None, true, false),
+                Wake::Stop => (None, false, true),
             }
         };
-        match wake {
-            Wake::Read(Ok(0)) => {
-                ctx.ws_failed("meter read", &WsError::Eof);
+        if stop {
+            break;
+        }
+        match read_res {
+            Some(Ok(0)) => {
+                ctx.ws_failed("meter read", &where_(), &WsError::Eof);
                 server_closed = true;
                 break;
             }
-            Wake::Read(Ok(_)) => {}
-            Wake::Read(Err(e)) => {
-                ctx.ws_failed("meter read", &e);
+            Some(Err(e)) => {
+                ctx.ws_failed("meter read", &where_(), &e);
                 server_closed = true;
                 break;
             }
-            Wake::Stop => break,
-            Wake::Tick => {
-                let now = Instant::now();
-                if now < sh.send_until.get() {
-                    let msg = match role {
-                        Role::Probe => {
-                            let mut sent = room.sent.borrow_mut();
-                            sent.push(Instant::now());
-                            sh.probe_values.inc();
+            _ => {}
+        }
+        if tick {
+            let now = Instant::now();
+            if now < sh.send_until.get() {
+                let msg = match role {
+                    Role::Probe => {
+                        let mut sent = room.sent.borrow_mut();
+                        sent.push(Instant::now());
+                        sh.probe_values.inc();
+                        room.values.set(room.values.get() + 1);
+                        format!("{{\"value\":{}}}", sent.len())
+                    }
+                    _ => {
+                        if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct {
+                            sh.junk.inc();
+                            JUNK[rng.gen_range(0..JUNK.len())].to_string()
+                        } else {
                             room.values.set(room.values.get() + 1);
-                            format!("{{\"value\":{}}}", sent.len())
-                        }
-                        _ => {
-                            if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct
-                            {
-                                sh.junk.inc();
-                                JUNK[rng.gen_range(0..JUNK.len())].to_string()
+                            let v: u32 = rng.gen_range(2..=200);
+                            // 1.0 .. 100.0 in steps of 0.5
+                            if v.is_multiple_of(2) {
+                                format!("{{\"value\":{}}}", v / 2)
                             } else {
-                                room.values.set(room.values.get() + 1);
-                                let v: u32 = rng.gen_range(2..=200);
-                                // 1.0 .. 100.0 in steps of 0.5
-                                if v.is_multiple_of(2) {
-                                    format!("{{\"value\":{}}}", v / 2)
-                                } else {
-                                    format!("{{\"value\":{}.5}}", v / 2)
-                                }
+                                format!("{{\"value\":{}.5}}", v / 2)
                             }
                         }
-                    };
-                    if let Err(e) = ws.send_text(&msg).await {
-                        ctx.ws_failed("meter send", &e);
-                        server_closed = true;
-                        break;
                     }
-                    sh.sent.inc();
+                };
+                if let Err(e) = ws.send_text(&msg).await {
+                    ctx.ws_failed("meter send", &where_(), &e);
+                    server_closed = true;
+                    break;
+                }
+                sh.sent.inc();
+                next += period;
+                let now = Instant::now();
+                while next <= now {
                     next += period;
-                    let now = Instant::now();
-                    while next <= now {
-                        next += period;
-                    }
-                    if let Some(t) = timer.as_mut() {
-                        t.reset(next - now);
-                    }
+                }
+                if let Some(t) = timer.as_mut() {
+                    t.reset(next - now);
                 }
             }
         }
@@ -542,7 +607,7 @@ async fn conn_task(
         Some(Err(WsError::Eof)) => st.violation("meter: close handshake not completed", || {
             "server dropped the TCP connection instead of answering our close frame".into()
         }),
-        Some(Err(e)) => ctx.ws_failed("meter close", &e),
+        Some(Err(e)) => ctx.ws_failed("meter close", &where_(), &e),
         None => st.violation("meter: close handshake not completed", || {
             format!("no close frame within {:?} of ours", ctx.timeout)
         }),
