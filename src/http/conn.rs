@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// A connection's buffer starts this small and grows only for large heads or bodies.
-const BUFFER_START_BYTES: usize = 2048;
+const BUFFER_START_BYTES: usize = 1024;
 /// Answers queued for a pipelining client are sent once they reach this size.
 const OUT_FLUSH_BYTES: usize = 64 << 10;
 
@@ -107,17 +107,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             if stream.set_read_timeout(None).is_err() {
                 return;
             }
-            crate::ws::start(
-                shard,
-                stream,
-                crate::ws::Joining {
-                    kind,
-                    room,
-                    greeting,
-                    leftover,
-                },
-            )
-            .await;
+            let joining = crate::ws::Joining {
+                kind,
+                room,
+                greeting,
+                leftover,
+            };
+            // A task of its own, so the WebSocket's whole life costs only its own state:
+            // this task, its HTTP buffers and its future end here.
+            glommio::spawn_local(crate::ws::start(shard, stream, joining)).detach();
         }
         Ok(None) if connection.linger => linger(connection.stream).await,
         _ => {}
@@ -132,7 +130,7 @@ const LINGER_MS: u64 = 1000;
 pub async fn linger(mut stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write).await;
     let _ = glommio::timer::timeout(Duration::from_millis(LINGER_MS), async {
-        let mut sink = [0u8; 512];
+        let mut sink = [0u8; 64];
         while stream.read(&mut sink).await? > 0 {}
         Ok(())
     })

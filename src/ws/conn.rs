@@ -189,14 +189,10 @@ impl Connection {
                 };
                 self.outbox_written += written;
                 if self.outbox_written == outbox_len {
-                    let mut outbox = outbox_cell.borrow_mut();
                     self.shard.metrics.ws_out(1);
                     self.outbox_written = 0;
-                    if outbox.capacity() > 1024 {
-                        *outbox = Vec::new();
-                    } else {
-                        outbox.clear();
-                    }
+                    // Personal frames are rare: hold no memory between them.
+                    *outbox_cell.borrow_mut() = Vec::new();
                 }
                 continue;
             }
