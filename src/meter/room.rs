@@ -4,12 +4,12 @@
 //! version it has not sent. A busy room broadcasts at most once per interval (values
 //! in between are folded into the next broadcast); a quiet one broadcasts at once.
 
+use super::broadcast::{Broadcast, Cursor};
 use super::value;
 use super::window::{Contribution, Window};
 use crate::config::Config;
 use crate::metrics::{Endpoint, Ignored, Rejected};
 use crate::runtime::shard::Shard;
-use crate::ws::frame::{self, Opcode};
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,8 +52,7 @@ pub struct Room {
     name: String,
     window: RefCell<Window>,
     members: RefCell<Vec<Rc<Slot>>>,
-    frame: RefCell<Rc<[u8]>>,
-    version: Cell<u64>,
+    broadcast: Broadcast,
     last_broadcast_ms: Cell<u64>,
     /// A broadcast is already scheduled; new values wait for it.
     flush_scheduled: Cell<bool>,
@@ -66,7 +65,7 @@ pub struct Member {
     room: Rc<Room>,
     slot: Rc<Slot>,
     contribution: Contribution,
-    seen_version: u64,
+    cursor: Cursor,
     rate_window_start_ms: u64,
     rate_count: u32,
 }
@@ -93,8 +92,7 @@ pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Re
                 name: name.to_string(),
                 window: RefCell::new(window),
                 members: RefCell::new(Vec::new()),
-                frame: RefCell::new(Rc::from(&[][..])),
-                version: Cell::new(0),
+                broadcast: Broadcast::default(),
                 last_broadcast_ms: Cell::new(0),
                 flush_scheduled: Cell::new(false),
                 json: RefCell::new(Vec::with_capacity(64)),
@@ -113,7 +111,7 @@ pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Re
         members.push(slot.clone());
     }
     Ok(Member {
-        seen_version: room.version.get(),
+        cursor: Cursor::at_end(&room.broadcast),
         room,
         slot: slot.clone(),
         contribution: Contribution::default(),
@@ -129,10 +127,7 @@ impl Room {
         let mut json = self.json.borrow_mut();
         json.clear();
         value::write_reading(reading.average, reading.count, &mut json);
-        let mut bytes = Vec::with_capacity(json.len() + frame::MAX_SERVER_HEADER_BYTES);
-        frame::encode_frame(Opcode::Text, &json, &mut bytes);
-        *self.frame.borrow_mut() = Rc::from(bytes);
-        self.version.set(self.version.get() + 1);
+        self.broadcast.publish(&json);
         self.last_broadcast_ms.set(now_ms);
         for slot in self.members.borrow().iter() {
             slot.wake();
@@ -146,7 +141,7 @@ impl Room {
             return;
         }
         let due_ms = self.last_broadcast_ms.get() + interval_ms;
-        if interval_ms == 0 || self.version.get() == 0 || now_ms >= due_ms {
+        if interval_ms == 0 || self.broadcast.version() == 0 || now_ms >= due_ms {
             self.broadcast(now_ms);
             return;
         }
@@ -196,16 +191,11 @@ impl Member {
     /// The room's newest frame if this member has not been sent it; skipped ones count
     /// as conflated.
     pub fn newest_broadcast(&mut self, shard: &Shard) -> Option<Rc<[u8]>> {
-        let version = self.room.version.get();
-        if version == self.seen_version {
-            return None;
-        }
-        let skipped = version - self.seen_version - 1;
+        let (frame, skipped) = self.cursor.newest(&self.room.broadcast)?;
         if skipped > 0 {
             shard.metrics.conflated(skipped);
         }
-        self.seen_version = version;
-        Some(self.room.frame.borrow().clone())
+        Some(frame)
     }
 
     /// Withdraws this member's samples and leaves; the last one out closes the room.
