@@ -77,7 +77,10 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let first = seen(&head);
-    assert!(first.head_len <= buf.len(), "head_len past the input: {first:?}");
+    assert!(
+        first.head_len <= buf.len(),
+        "head_len past the input: {first:?}"
+    );
     assert!(first.head_len > 0);
     assert!(first.path.starts_with('/'));
     assert!(!first.path.contains('?'));
@@ -94,7 +97,10 @@ fuzz_target!(|data: &[u8]| {
                 "Content-Length accepted from non-digits: {value:?} -> {}",
                 first.content_length
             );
-            std::str::from_utf8(digits).unwrap().parse::<usize>().unwrap()
+            std::str::from_utf8(digits)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
         })
         .peekable();
     match lengths.peek().copied() {
@@ -131,6 +137,9 @@ fuzz_target!(|data: &[u8]| {
     let shorter = buf[..first.head_len - 1].to_vec();
     let mut storage = header_storage();
     if let Ok(head) = parse(&shorter, &mut storage) {
-        panic!("a prefix of a head is a complete head too: {:?}", seen(&head));
+        panic!(
+            "a prefix of a head is a complete head too: {:?}",
+            seen(&head)
+        );
     }
 });

@@ -81,17 +81,29 @@ fuzz_target!(|data: &[u8]| {
     let mut encoded = Vec::with_capacity(raw.len() * 3);
     for (i, &b) in raw.iter().enumerate() {
         let upper = raw.get(i + 1).is_some_and(|n| n & 1 == 1);
-        let text = if upper { format!("%{b:02X}") } else { format!("%{b:02x}") };
+        let text = if upper {
+            format!("%{b:02X}")
+        } else {
+            format!("%{b:02x}")
+        };
         encoded.extend_from_slice(text.as_bytes());
     }
     let decoded = decode(&encoded).expect("a fully percent-encoded string decodes");
     assert_eq!(&decoded[..], &raw[..]);
 
     // param: the input is "name\0query" when it has a NUL, else the query for "room".
-    let Ok(text) = std::str::from_utf8(&raw) else { return };
+    let Ok(text) = std::str::from_utf8(&raw) else {
+        return;
+    };
     let (name, query) = text.split_once('\0').unwrap_or(("room", text));
-    let got = param(Some(query), name).map(|v| v.map(Cow::into_owned)).map_err(|_| ());
-    assert_eq!(got, reference_param(query, name), "query {query:?} name {name:?}");
+    let got = param(Some(query), name)
+        .map(|v| v.map(Cow::into_owned))
+        .map_err(|_| ());
+    assert_eq!(
+        got,
+        reference_param(query, name),
+        "query {query:?} name {name:?}"
+    );
     assert_eq!(param(None, name), Ok(None));
     // A query that only holds the encoded name finds it, with an empty value.
     let mut just_name = String::new();
