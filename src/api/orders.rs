@@ -8,6 +8,9 @@ use crate::orders::book::OrderError;
 use crate::orders::{Order, Status};
 use crate::runtime::shard::Shard;
 
+/// Orders listed between chances for the core's other tasks to run.
+const ORDERS_PER_YIELD: usize = 4096;
+
 /// `Idempotency-Key` values longer than this are refused (SPEC.md §1).
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
@@ -52,7 +55,7 @@ pub async fn collection(
     out: &mut Vec<u8>,
 ) -> Http {
     if head.method == crate::http::request::Method::Get {
-        return list(shard, head, out);
+        return list(shard, head, out).await;
     }
     let close = head.close;
     let key = match head.idempotency_key {
@@ -119,7 +122,7 @@ fn unauthorized(out: &mut Vec<u8>, close: bool) -> Http {
     Http::Unauthorized
 }
 
-fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
+async fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
     let close = head.close;
     if !crate::staff::authorized(head.authorization, &shard.shared.staff_token) {
         return unauthorized(out, close);
@@ -150,12 +153,14 @@ fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
     let mut body = Vec::with_capacity(64);
     body.extend_from_slice(br#"{"orders":["#);
     let mut first = true;
-    for order in shard
-        .shared
-        .index
-        .iter()
-        .filter(|o| filter.is_none_or(|s| o.status == s))
-    {
+    for (i, order) in shard.shared.index.iter().enumerate() {
+        // A long list must not stall everyone else on this core.
+        if i % ORDERS_PER_YIELD == ORDERS_PER_YIELD - 1 {
+            glommio::yield_if_needed().await;
+        }
+        if filter.is_some_and(|s| order.status != s) {
+            continue;
+        }
         if !first {
             body.push(b',');
         }

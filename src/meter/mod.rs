@@ -2,6 +2,7 @@
 //! the bounded, conflated broadcast of its average.
 
 pub mod broadcast;
+pub mod rate;
 pub mod room;
 pub mod value;
 pub mod window;

@@ -5,6 +5,7 @@
 //! in between are folded into the next broadcast); a quiet one broadcasts at once.
 
 use super::broadcast::{Broadcast, Cursor};
+use super::rate::RateLimit;
 use super::value;
 use super::window::{Contribution, Window};
 use crate::config::Config;
@@ -18,8 +19,6 @@ use std::time::Duration;
 
 /// Width of one window bucket: the old edge of the window is this precise.
 const BUCKET_MS: u64 = 100;
-/// Length of the rate-cap window for a client's values.
-const RATE_WINDOW_MS: u64 = 1000;
 
 /// The `/ws` rooms homed on one core.
 pub struct Rooms {
@@ -66,8 +65,7 @@ pub struct Member {
     slot: Rc<Slot>,
     contribution: Contribution,
     cursor: Cursor,
-    rate_window_start_ms: u64,
-    rate_count: u32,
+    rate: RateLimit,
 }
 
 /// Puts a new connection into room `name`, creating it if need be.
@@ -115,8 +113,7 @@ pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Re
         room,
         slot: slot.clone(),
         contribution: Contribution::default(),
-        rate_window_start_ms: 0,
-        rate_count: 0,
+        rate: RateLimit::new(shard.ws.meter.values_per_s_max, shard.ws.now_ms()),
     })
 }
 
@@ -166,15 +163,10 @@ impl Member {
             return;
         };
         let now_ms = shard.ws.now_ms();
-        if now_ms.saturating_sub(self.rate_window_start_ms) >= RATE_WINDOW_MS {
-            self.rate_window_start_ms = now_ms;
-            self.rate_count = 0;
-        }
-        if self.rate_count >= shard.ws.meter.values_per_s_max {
+        if !self.rate.allow(shard.ws.meter.values_per_s_max, now_ms) {
             shard.metrics.ignored(Ignored::RateLimited);
             return;
         }
-        self.rate_count += 1;
         if self
             .room
             .window
