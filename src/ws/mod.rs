@@ -70,7 +70,7 @@ pub async fn start(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     drop(stream);
     if fd >= 0 {
-        shard.hand_off(home, Handoff { fd, joining }).await;
+        Box::pin(shard.hand_off(home, Handoff { fd, joining })).await;
     }
 }
 
@@ -94,6 +94,10 @@ async fn refuse(shard: &Shard, mut stream: TcpStream, mut greeting: Vec<u8>, why
 
 /// The whole life of a WebSocket on its home core. The client joins its room first and
 /// only then hears `101`, so every broadcast after its handshake reaches it.
+///
+/// This task is most of what an idle WebSocket costs, so rare steps (refusal, lingering
+/// after our close frame) are boxed rather than carried in its state, and nothing from
+/// the handshake outlives the join.
 async fn serve(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
     let Joining {
         kind,
@@ -104,7 +108,7 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
     let Ok(peer) = stream.peer_addr() else { return };
     let permit = match shard.admit(peer.ip()) {
         Ok(permit) => permit,
-        Err(why) => return refuse(&shard, stream, greeting, why).await,
+        Err(why) => return Box::pin(refuse(&shard, stream, greeting, why)).await,
     };
     let slot = shard.ws.new_slot();
     slot.outbox().borrow_mut().extend_from_slice(&greeting);
@@ -119,9 +123,10 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
         Ok(role) => role,
         Err(why) => {
             shard.ws.drop_slot(&slot);
-            return refuse(&shard, stream, greeting, why).await;
+            return Box::pin(refuse(&shard, stream, greeting, why)).await;
         }
     };
+    drop((room, greeting));
     let endpoint = endpoint(kind);
     shard.metrics.opened(endpoint);
     let mut connection = Connection::new(shard.clone(), stream, slot.clone(), role, leftover);
@@ -133,6 +138,6 @@ async fn serve(shard: Rc<Shard>, stream: TcpStream, joining: Joining) {
     drop(permit);
     if ending == Ending::ByServer {
         // After our close frame the client may still answer it.
-        crate::http::conn::linger(stream).await;
+        Box::pin(crate::http::conn::linger(stream)).await;
     }
 }
