@@ -181,16 +181,7 @@ fn try_request(
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .ok()?;
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: edge.test\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    raw.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = raw.into_bytes();
-    bytes.extend_from_slice(body);
+    let bytes = common::encode_request(method, path, headers, body);
     stream.write_all(&bytes).ok()?;
     read_response(&mut BufReader::new(stream))
 }

@@ -22,13 +22,12 @@
 
 mod common;
 
-use common::{read_response, Response, Server};
+use common::{connect_with_small_receive_buffer, read_response, Response, Server};
 use kakigori::ws::frame::{encode_client_frame, Opcode};
 use rand::rngs::SmallRng;
 use rand::{Rng, RngCore, SeedableRng};
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -108,16 +107,7 @@ fn request(
     stream
         .set_write_timeout(Some(Duration::from_secs(15)))
         .unwrap();
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: probe\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    raw.push_str(&format!(
-        "Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    ));
-    let mut bytes = raw.into_bytes();
-    bytes.extend_from_slice(body);
+    let bytes = common::encode_request(method, path, headers, body);
     (&stream)
         .write_all(&bytes)
         .map_err(|e| format!("{method} {path}: send: {e}"))?;
@@ -220,47 +210,6 @@ fn raw_upgrade(stream: &mut TcpStream, path_and_query: &str) -> io::Result<()> {
             "upgrade refused: {}",
             String::from_utf8_lossy(&head)
         )))
-    }
-}
-
-/// A connected socket whose receive buffer is made as small as the kernel allows before
-/// the handshake, so a client that never reads pushes back on the server quickly.
-fn connect_with_small_receive_buffer(addr: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(v4) = addr else {
-        return TcpStream::connect(addr);
-    };
-    // SAFETY: plain socket calls on a descriptor we create and hand to TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let size: libc::c_int = 1024;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sockaddr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: v4.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from_ne_bytes(v4.ip().octets()),
-            },
-            sin_zero: [0; 8],
-        };
-        let rc = libc::connect(
-            fd,
-            (&sockaddr as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stream)
     }
 }
 

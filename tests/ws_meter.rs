@@ -344,39 +344,6 @@ fn server_pings_and_drops_silent_clients() {
     assert_eq!(u16::from_be_bytes([sink[at + 2], sink[at + 3]]), 1001);
 }
 
-/// A client socket with a tiny receive buffer, so a client that stops reading fills it
-/// (and the server's send buffer) quickly, as a phone on a bad network would.
-fn small_window_stream(addr: std::net::SocketAddr) -> std::net::TcpStream {
-    use std::os::fd::FromRawFd;
-    let std::net::SocketAddr::V4(v4) = addr else {
-        panic!("IPv4 loopback expected")
-    };
-    // SAFETY: plain socket calls on a descriptor owned here and handed to TcpStream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        assert!(fd >= 0);
-        let bytes: libc::c_int = 4096;
-        let size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            size,
-        );
-        let mut sin: libc::sockaddr_in = std::mem::zeroed();
-        sin.sin_family = libc::AF_INET as libc::sa_family_t;
-        sin.sin_port = v4.port().to_be();
-        sin.sin_addr.s_addr = u32::from_ne_bytes(v4.ip().octets());
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(
-            libc::connect(fd, (&sin as *const libc::sockaddr_in).cast(), len),
-            0
-        );
-        std::net::TcpStream::from_raw_fd(fd)
-    }
-}
-
 #[test]
 fn a_slow_reader_gets_the_newest_average_without_a_backlog() {
     const VALUES: u32 = 20_000;
@@ -386,7 +353,7 @@ fn a_slow_reader_gets_the_newest_average_without_a_backlog() {
         "--meter-values-per-s-max",
         "100000",
     ]);
-    let stream = small_window_stream(server.addr);
+    let stream = common::connect_with_small_receive_buffer(server.addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();

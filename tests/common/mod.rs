@@ -2,8 +2,9 @@
 //! with its own data directory, and talk to it over real sockets.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -115,16 +116,7 @@ impl Server {
         body: &[u8],
     ) -> Response {
         let mut stream = self.connect();
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
-        for (name, value) in headers {
-            raw.push_str(&format!("{name}: {value}\r\n"));
-        }
-        raw.push_str(&format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        ));
-        let mut bytes = raw.into_bytes();
-        bytes.extend_from_slice(body);
+        let bytes = encode_request(method, path, headers, body);
         stream.write_all(&bytes).expect("send");
         read_response(&mut BufReader::new(stream)).expect("a response")
     }
@@ -300,4 +292,60 @@ pub fn close_code(ws: &mut Ws) -> Option<u16> {
 
 pub fn send_text(ws: &mut Ws, text: &str) {
     ws.send(tungstenite::Message::text(text)).expect("send");
+}
+
+/// The bytes of one request that asks the server to close afterwards.
+pub fn encode_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A connected socket whose receive buffer is made as small as the kernel allows before
+/// the handshake, so a client that never reads pushes back on the server quickly.
+pub fn connect_with_small_receive_buffer(addr: SocketAddr) -> io::Result<TcpStream> {
+    let SocketAddr::V4(v4) = addr else {
+        return TcpStream::connect(addr);
+    };
+    // SAFETY: plain socket calls on a descriptor we create and hand to TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let size: libc::c_int = 1024;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let sockaddr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(v4.ip().octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sockaddr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
 }
