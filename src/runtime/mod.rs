@@ -2,6 +2,7 @@
 //! per core, each with its own SO_REUSEPORT listener, joined by a channel mesh.
 
 pub mod listen;
+mod memory;
 pub mod mesh;
 pub mod notify;
 pub mod shard;
@@ -86,6 +87,7 @@ pub fn run(config: Config) -> Result<(), String> {
         staff_token,
         index,
         connections: AtomicUsize::new(0),
+        connections_peak: AtomicUsize::new(0),
     });
     let report = shared.clone();
     let mesh = MeshBuilder::<CoreMsg, _>::full(cores, mesh::CHANNEL_CAPACITY);
@@ -234,6 +236,9 @@ async fn serve_core(
     shard.listen_to_peers(receivers);
     crate::ws::registry::start_sweeper(&shard);
     crate::screens::live::start(&shard);
+    if id == JOURNAL_OWNER {
+        memory::start_trimmer(&shard);
+    }
     lifecycle.heartbeats.start_beating(id);
     let signal = lifecycle
         .coordinator

@@ -28,6 +28,8 @@ pub struct Shared {
     pub index: Arc<OrderIndex>,
     /// Open connections over all cores, for `--connections-max`.
     pub connections: AtomicUsize,
+    /// The most connections open at once since memory was last given back.
+    pub connections_peak: AtomicUsize,
 }
 
 pub struct Shard {
@@ -126,6 +128,9 @@ impl Shard {
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
             return Err(crate::metrics::Rejected::ConnectionsMax);
         }
+        self.shared
+            .connections_peak
+            .fetch_max(total + 1, Ordering::Relaxed);
         per_ip.insert(ip, from_ip + 1);
         Ok(ConnectionPermit {
             shard: self.clone(),
