@@ -65,6 +65,17 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / MIB as f64)
 }
 
+/// Every flood's memory bound: the server may grow by at most 100 MB over its resting
+/// size, whatever the flood (per-connection memory is bounded by design, SPEC.md §2.1).
+fn assert_rss_growth_bounded(baseline: u64, peak: u64) {
+    assert!(
+        peak < baseline + 100 * MIB,
+        "RSS grew from {} to {}",
+        mb(baseline),
+        mb(peak)
+    );
+}
+
 /// Samples the server's RSS every 100 ms until stopped; returns the peak.
 struct RssWatch {
     stop: Arc<AtomicBool>,
@@ -770,12 +781,7 @@ fn flood_1_random_bytes_from_2000_connections() {
     );
     // Measured (release build): 8 MB at rest, peak 17 MB. 2,000 connections with at
     // most a 16 KiB head buffer each could not reach 100 MB even if every one were kept.
-    assert!(
-        peak < baseline + 100 * MIB,
-        "RSS grew from {} to {}",
-        mb(baseline),
-        mb(peak)
-    );
+    assert_rss_growth_bounded(baseline, peak);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1059,12 +1065,7 @@ fn flood_3_a_thousand_ws_clients_over_the_rate_cap() {
     // Measured (release build): 8 MB at rest, 14 MB with the clients, peak 15 MB.
     // Memory per connection is bounded by design (SPEC.md §2.1); 100 MB is 100 KB per
     // client.
-    assert!(
-        peak < baseline + 100 * MIB,
-        "RSS grew from {} to {}",
-        mb(baseline),
-        mb(peak)
-    );
+    assert_rss_growth_bounded(baseline, peak);
 }
 
 // ---------------------------------------------------------------------------------
@@ -1200,12 +1201,7 @@ fn flood_4_clients_that_never_read_cost_bounded_memory() {
     // 6 s x 1,000/s x 2,000 clients = 420 MB. Bounds: 100 MB of growth
     // under the flood (50 KB per silent client), at most 30 MB kept after they leave,
     // and at most 5 MB more after a second identical round (no leak per connection).
-    assert!(
-        first.peak < baseline + 100 * MIB,
-        "RSS grew from {} to {}",
-        mb(baseline),
-        mb(first.peak)
-    );
+    assert_rss_growth_bounded(baseline, first.peak);
     assert!(
         first.after < baseline + 30 * MIB,
         "RSS did not come back: {} at rest, {} after the silent clients left",
@@ -1305,10 +1301,5 @@ fn flood_5_half_open_upgrades_are_cut_off() {
     // Measured (release build): 8 MB at rest, 43-48 MB holding 5,000 partial heads (~8 KB
     // each: a 2 KiB buffer, a task, socket state), peak the same. 100 MB is 20 KB per
     // connection.
-    assert!(
-        peak < baseline + 100 * MIB,
-        "RSS grew from {} to {}",
-        mb(baseline),
-        mb(peak)
-    );
+    assert_rss_growth_bounded(baseline, peak);
 }
