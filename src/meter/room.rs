@@ -191,6 +191,16 @@ impl Member {
     }
 
     /// Withdraws this member's samples and leaves; the last one out closes the room.
+    /// Frees the record of samples that left the window, so a client that stopped
+    /// sending holds no memory for it.
+    pub fn forget_expired(&mut self, shard: &Shard) {
+        let now_ms = shard.ws.now_ms();
+        self.room
+            .window
+            .borrow_mut()
+            .prune(&mut self.contribution, now_ms);
+    }
+
     pub fn leave(mut self, shard: &Rc<Shard>) {
         let now_ms = shard.ws.now_ms();
         self.room

@@ -239,6 +239,7 @@ impl Connection {
             self.begin_close(code, "", Ending::ByServer);
         } else if slot.ping_due.replace(false) {
             slot.push_frame(Opcode::Ping, b"");
+            self.role.on_heartbeat(&self.shard);
         }
     }
 }

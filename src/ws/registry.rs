@@ -89,10 +89,6 @@ impl Registry {
         }
     }
 
-    pub fn connections(&self) -> usize {
-        self.slots.borrow().len()
-    }
-
     fn sweep(&self) {
         let now_ms = self.now_ms();
         for slot in self.slots.borrow().iter() {

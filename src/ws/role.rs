@@ -25,6 +25,13 @@ impl Role {
         }
     }
 
+    /// Every ping interval: let go of what a quiet client no longer needs.
+    pub fn on_heartbeat(&mut self, shard: &Shard) {
+        if let Role::Meter(member) = self {
+            member.forget_expired(shard);
+        }
+    }
+
     /// The newest room broadcast this client has not been sent yet.
     pub fn newest_broadcast(&mut self, shard: &Shard) -> Option<Rc<[u8]>> {
         match self {
