@@ -236,6 +236,16 @@ impl Drop for Spawned {
     }
 }
 
+/// A datagram socket standing in for systemd's `NOTIFY_SOCKET`, in `dir`.
+fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, std::path::PathBuf) {
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    (socket, path)
+}
+
 fn datagram(socket: &UnixDatagram) -> String {
     let mut buf = [0u8; 1024];
     let n = socket.recv(&mut buf).expect("a notification in time");
@@ -245,11 +255,7 @@ fn datagram(socket: &UnixDatagram) -> String {
 #[test]
 fn notifies_systemd_ready_watchdog_and_stopping_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (socket, socket_path) = notify_socket(dir.path());
     let data_dir = dir.path().join("data");
     let child = Command::new(env!("CARGO_BIN_EXE_kakigori"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -324,11 +330,7 @@ fn notifies_systemd_ready_watchdog_and_stopping_in_order() {
 #[test]
 fn watchdog_stays_quiet_when_meant_for_another_process() {
     let dir = tempfile::tempdir().unwrap();
-    let socket_path = dir.path().join("notify.sock");
-    let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (socket, socket_path) = notify_socket(dir.path());
     let socket_name = socket_path.to_str().unwrap();
     let mut server = Server::start_with_env(
         &dir.path().join("data"),

@@ -205,6 +205,19 @@ fn staff_endpoints_need_the_token_and_move_orders_forward() {
     );
 }
 
+/// The status of the staff order list asked for with `token`.
+fn list_status_with(server: &Server, token: &str) -> u16 {
+    let bearer = format!("Bearer {token}");
+    server
+        .request(
+            "GET",
+            "/api/v1/stores/orders",
+            &[("Authorization", &bearer)],
+            b"",
+        )
+        .status
+}
+
 #[test]
 fn generated_staff_token_is_stored_private_and_reused() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,34 +235,12 @@ fn generated_staff_token_is_stored_private_and_reused() {
             server.log_text().contains("staff-token"),
             "the log says where the token is"
         );
-        let bearer = format!("Bearer {token}");
-        assert_eq!(
-            server
-                .request(
-                    "GET",
-                    "/api/v1/stores/orders",
-                    &[("Authorization", &bearer)],
-                    b""
-                )
-                .status,
-            200
-        );
+        assert_eq!(list_status_with(&server, &token), 200);
         assert_eq!(server.staff("GET", "/api/v1/stores/orders").status, 401);
         token
     };
     let server = Server::start_with_token(dir.path(), &[], None);
-    let bearer = format!("Bearer {token}");
-    assert_eq!(
-        server
-            .request(
-                "GET",
-                "/api/v1/stores/orders",
-                &[("Authorization", &bearer)],
-                b""
-            )
-            .status,
-        200
-    );
+    assert_eq!(list_status_with(&server, &token), 200);
 }
 
 #[test]
