@@ -99,7 +99,7 @@ fn rooms_are_isolated_and_may_live_on_different_cores() {
     }
     let homes: std::collections::BTreeSet<usize> = (0..6)
         .map(|i| {
-            kakigori::ws::home_core(
+            kakigori::runtime::placement::home_core(
                 kakigori::http::route::WsKind::Meter,
                 &format!("room-{i}"),
                 2,

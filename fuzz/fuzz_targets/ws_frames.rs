@@ -15,9 +15,9 @@
 //!   reassembler holds no buffer.
 #![no_main]
 
+use kakigori::limits::{CLIENT_FRAME_HEADER_BYTES_MAX, CONTROL_PAYLOAD_BYTES_MAX};
 use kakigori::ws::frame::{
     encode_client_frame, parse_client_header, unmask, FrameHeader, HeaderError, Opcode,
-    MAX_CONTROL_PAYLOAD_BYTES, MAX_HEADER_BYTES,
 };
 use kakigori::ws::message::{Event, Reassembler};
 use libfuzzer_sys::fuzz_target;
@@ -52,9 +52,9 @@ fn check_header(buf: &[u8], limit: usize) -> Result<FrameHeader, HeaderError> {
             h.header_len,
             buf.len()
         );
-        assert!(h.header_len <= MAX_HEADER_BYTES);
+        assert!(h.header_len <= CLIENT_FRAME_HEADER_BYTES_MAX);
         assert!(h.payload_len <= limit);
-        assert!(!h.opcode.is_control() || (h.fin && h.payload_len <= MAX_CONTROL_PAYLOAD_BYTES));
+        assert!(!h.opcode.is_control() || (h.fin && h.payload_len <= CONTROL_PAYLOAD_BYTES_MAX));
         assert_eq!(h.frame_len(), h.header_len + h.payload_len);
         // The same bytes with anything after them read the same.
         let mut longer = buf[..h.header_len].to_vec();
@@ -90,7 +90,7 @@ fn feed(r: &mut Reassembler, header: &FrameHeader, payload: &[u8]) -> bool {
                 bytes.len()
             );
         }
-        Ok(Some(Event::Ping(bytes))) => assert!(bytes.len() <= MAX_CONTROL_PAYLOAD_BYTES),
+        Ok(Some(Event::Ping(bytes))) => assert!(bytes.len() <= CONTROL_PAYLOAD_BYTES_MAX),
         Ok(Some(Event::Close { code, reason })) => {
             assert!(code.is_some() || reason.is_empty());
         }
@@ -193,7 +193,7 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => {
                 // Only control frames the RFC forbids may be refused.
                 assert!(
-                    opcode.is_control() && (!fin || payload.len() > MAX_CONTROL_PAYLOAD_BYTES),
+                    opcode.is_control() && (!fin || payload.len() > CONTROL_PAYLOAD_BYTES_MAX),
                     "encoded {opcode:?} fin={fin} len={} refused: {e:?}",
                     payload.len()
                 );

@@ -1,12 +1,12 @@
 //! `POST /api/v1/chant`: one incantation for a menu item (SPEC.md §4). Never fails for
 //! a valid item: the built-in generator answers whenever the backend cannot.
 
+use super::Api;
 use crate::http::request::Head;
 use crate::http::response::{self, Status};
 use crate::menu;
-use crate::runtime::shard::Shard;
 
-pub async fn chant(shard: &Shard, head: &Head<'_, '_>, body: &[u8], out: &mut Vec<u8>) -> Status {
+pub async fn chant(api: &Api, head: &Head<'_, '_>, body: &[u8], out: &mut Vec<u8>) -> Status {
     let close = head.close;
     let Some(id) = super::menu_item_id(body) else {
         response::error(out, Status::BadRequest, "Invalid request body", close);
@@ -21,7 +21,7 @@ pub async fn chant(shard: &Shard, head: &Head<'_, '_>, body: &[u8], out: &mut Ve
         );
         return Status::BadRequest;
     };
-    let line = shard.chanter.line(item).await;
+    let line = api.chanter.line(item).await;
     let body = serde_json::to_vec(&serde_json::json!({ "chant": line })).expect("a string encodes");
     response::json(out, Status::Ok, &body, close);
     Status::Ok

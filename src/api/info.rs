@@ -1,9 +1,9 @@
 //! The read-only endpoints: health, menu, the OpenAPI document and metrics.
 
+use super::Api;
 use crate::http::request::Head;
 use crate::http::response::{self, Status};
 use crate::menu::MENU;
-use crate::runtime::shard::Shard;
 use std::sync::OnceLock;
 
 /// The OpenAPI 3 document of the whole contract, embedded at build time.
@@ -77,10 +77,10 @@ pub fn swagger(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
     Status::Ok
 }
 
-pub async fn metrics(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
-    let snapshot = shard.metrics_all().await;
+pub async fn metrics(api: &Api, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
+    let snapshot = api.scrape.snapshot_all().await;
     let mut orders = crate::metrics::OrderFigures::default();
-    for order in shard.shared.index.iter() {
+    for order in api.index.iter() {
         orders.by_menu_and_status[usize::from(order.menu)][order.status as usize] += 1;
     }
     let text = snapshot.render(&orders);

@@ -1,18 +1,55 @@
-//! The REST endpoints of SPEC.md §1, each answering into the connection's output buffer.
+//! The endpoints: the REST handlers of SPEC.md §1, each answering into the connection's
+//! output buffer, and the mapping from a WebSocket path to the service behind it
+//! ([`ws`]). Handlers parse, call a service handle, answer; they own no state.
 
 mod chant;
 mod info;
 mod orders;
+pub mod ws;
 
+use crate::chant::Chanter;
 use crate::http::request::Head;
 use crate::http::response::Status;
 use crate::http::route::Route;
-use crate::runtime::shard::Shard;
+use crate::metrics::Snapshot;
+use crate::orders::index::OrderIndex;
+use crate::services::orders::OrderDesk;
+use futures_lite::future::BoxedLocal;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Every core's metrics, merged: the runtime asks the other cores.
+pub trait Scrape {
+    fn snapshot_all(&self) -> BoxedLocal<Snapshot>;
+}
+
+/// What the REST handlers of one core use.
+pub struct Api {
+    pub store_id: String,
+    pub staff_token: String,
+    /// Every committed order, readable from any core.
+    pub index: Arc<OrderIndex>,
+    pub desk: Rc<dyn OrderDesk>,
+    pub chanter: Rc<Chanter>,
+    pub scrape: Rc<dyn Scrape>,
+}
+
+impl crate::net::http::Router for Api {
+    async fn answer(
+        &self,
+        route: Route<'_>,
+        head: &Head<'_, '_>,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Status {
+        handle(self, route, head, body, out).await
+    }
+}
 
 /// Answers one REST request (method already checked against the route) and returns the
 /// status it answered with.
-pub async fn handle(
-    shard: &Shard,
+async fn handle(
+    api: &Api,
     route: Route<'_>,
     head: &Head<'_, '_>,
     body: &[u8],
@@ -22,13 +59,13 @@ pub async fn handle(
         Route::Health => info::health(head, out),
         Route::Menu => info::menu(head, out),
         Route::Swagger => info::swagger(head, out),
-        Route::Metrics => info::metrics(shard, head, out).await,
-        Route::Orders => orders::collection(shard, head, body, out).await,
-        Route::Order(id) => orders::get(shard, id, head, out),
-        Route::Advance(id, to) => orders::advance(shard, id, to, head, out).await,
-        Route::Chant => chant::chant(shard, head, body, out).await,
+        Route::Metrics => info::metrics(api, head, out).await,
+        Route::Orders => orders::collection(api, head, body, out).await,
+        Route::Order(id) => orders::get(api, id, head, out),
+        Route::Advance(id, to) => orders::advance(api, id, to, head, out).await,
+        Route::Chant => chant::chant(api, head, body, out).await,
         Route::Page(kind) => info::page(kind, head, out),
-        Route::WebSocket(_) => unreachable!("upgrades are answered by the ws module"),
+        Route::WebSocket(_) => unreachable!("upgrades are answered by the connection loop"),
     }
 }
 

@@ -1,12 +1,12 @@
 //! Orders over REST: guests create and read them; staff list them and move them along.
 
+use super::Api;
 use crate::http::query;
 use crate::http::request::Head;
 use crate::http::response::{self, Status as Http};
 use crate::menu;
 use crate::orders::book::OrderError;
 use crate::orders::{Order, Status};
-use crate::runtime::shard::Shard;
 
 /// Orders listed between chances for the core's other tasks to run.
 const ORDERS_PER_YIELD: usize = 4096;
@@ -35,9 +35,9 @@ fn parse_order_id(id: &str, store_id: &str) -> Option<OrderId> {
     })
 }
 
-fn write_order(shard: &Shard, order: &Order, status: Http, close: bool, out: &mut Vec<u8>) -> Http {
+fn write_order(api: &Api, order: &Order, status: Http, close: bool, out: &mut Vec<u8>) -> Http {
     let mut body = Vec::with_capacity(160);
-    order.write_json(&shard.config().store_id, &mut body);
+    order.write_json(&api.store_id, &mut body);
     response::json(out, status, &body, close);
     status
 }
@@ -48,14 +48,9 @@ fn fail(out: &mut Vec<u8>, status: Http, message: &str, close: bool) -> Http {
 }
 
 /// `/api/v1/stores/orders`: POST creates (public), GET lists (staff).
-pub async fn collection(
-    shard: &Shard,
-    head: &Head<'_, '_>,
-    body: &[u8],
-    out: &mut Vec<u8>,
-) -> Http {
+pub async fn collection(api: &Api, head: &Head<'_, '_>, body: &[u8], out: &mut Vec<u8>) -> Http {
     if head.method == crate::http::request::Method::Get {
-        return list(shard, head, out).await;
+        return list(api, head, out).await;
     }
     let close = head.close;
     let key = match head.idempotency_key {
@@ -77,8 +72,8 @@ pub async fn collection(
             close,
         );
     };
-    match shard.create_order(item, key).await {
-        Ok(order) => write_order(shard, &order, Http::Created, close, out),
+    match api.desk.create(item, key.map(Box::from)).await {
+        Ok(order) => write_order(api, &order, Http::Created, close, out),
         Err(e) => order_failure(e, out, close),
     }
 }
@@ -99,12 +94,12 @@ fn order_failure(error: OrderError, out: &mut Vec<u8>, close: bool) -> Http {
     }
 }
 
-pub fn get(shard: &Shard, id: &str, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
+pub fn get(api: &Api, id: &str, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
     let close = head.close;
-    match parse_order_id(id, &shard.config().store_id) {
+    match parse_order_id(id, &api.store_id) {
         None => fail(out, Http::BadRequest, "Invalid order ID format", close),
-        Some(OrderId::Here(number)) => match shard.shared.index.get(number) {
-            Some(order) => write_order(shard, &order, Http::Ok, close, out),
+        Some(OrderId::Here(number)) => match api.index.get(number) {
+            Some(order) => write_order(api, &order, Http::Ok, close, out),
             None => fail(out, Http::NotFound, "Order not found", close),
         },
         Some(OrderId::Elsewhere) => fail(out, Http::NotFound, "Order not found", close),
@@ -122,9 +117,9 @@ fn unauthorized(out: &mut Vec<u8>, close: bool) -> Http {
     Http::Unauthorized
 }
 
-async fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
+async fn list(api: &Api, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
     let close = head.close;
-    if !crate::staff::authorized(head.authorization, &shard.shared.staff_token) {
+    if !crate::staff::authorized(head.authorization, &api.staff_token) {
         return unauthorized(out, close);
     }
     let filter = match query::param(head.query, "status") {
@@ -149,11 +144,11 @@ async fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
             )
         }
     };
-    let store_id = &shard.config().store_id;
+    let store_id = &api.store_id;
     let mut body = Vec::with_capacity(64);
     body.extend_from_slice(br#"{"orders":["#);
     let mut first = true;
-    for (i, order) in shard.shared.index.iter().enumerate() {
+    for (i, order) in api.index.iter().enumerate() {
         // A long list must not stall everyone else on this core.
         if i % ORDERS_PER_YIELD == ORDERS_PER_YIELD - 1 {
             glommio::yield_if_needed().await;
@@ -173,23 +168,23 @@ async fn list(shard: &Shard, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Http {
 }
 
 pub async fn advance(
-    shard: &Shard,
+    api: &Api,
     id: &str,
     to: Status,
     head: &Head<'_, '_>,
     out: &mut Vec<u8>,
 ) -> Http {
     let close = head.close;
-    if !crate::staff::authorized(head.authorization, &shard.shared.staff_token) {
+    if !crate::staff::authorized(head.authorization, &api.staff_token) {
         return unauthorized(out, close);
     }
-    let number = match parse_order_id(id, &shard.config().store_id) {
+    let number = match parse_order_id(id, &api.store_id) {
         None => return fail(out, Http::BadRequest, "Invalid order ID format", close),
         Some(OrderId::Elsewhere) => return fail(out, Http::NotFound, "Order not found", close),
         Some(OrderId::Here(number)) => number,
     };
-    match shard.advance_order(number, to).await {
-        Ok(order) => write_order(shard, &order, Http::Ok, close, out),
+    match api.desk.advance(number, to).await {
+        Ok(order) => write_order(api, &order, Http::Ok, close, out),
         Err(OrderError::WrongStatus { .. }) => {
             let message = match to {
                 Status::WaitingPickup => "order status is not pending",

@@ -1,7 +1,6 @@
-//! HTTP/1.1, hand-rolled on `httparse`: one buffer per connection, keep-alive and
-//! pipelining, a limit on every size and on time.
+//! HTTP/1.1 codec, hand-rolled on `httparse`: request heads, the route table, responses
+//! and query strings. Pure functions over byte slices; the connection loop is `net::http`.
 
-pub mod conn;
 pub mod query;
 pub mod request;
 pub mod response;

@@ -25,7 +25,8 @@ impl Default for Broadcast {
 impl Broadcast {
     /// Makes `json` the newest frame (a text frame, encoded here once for everyone).
     pub fn publish(&self, json: &[u8]) {
-        let mut bytes = Vec::with_capacity(json.len() + frame::MAX_SERVER_HEADER_BYTES);
+        let mut bytes =
+            Vec::with_capacity(json.len() + crate::limits::SERVER_FRAME_HEADER_BYTES_MAX);
         frame::encode_frame(Opcode::Text, json, &mut bytes);
         *self.frame.borrow_mut() = Rc::from(bytes);
         self.version.set(self.version.get() + 1);

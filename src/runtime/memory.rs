@@ -3,9 +3,9 @@
 //! When the number of open connections has fallen well below its recent peak, the
 //! journal core asks the allocator to return free pages to the system, once per drop.
 
-use super::shard::Shard;
-use std::rc::Rc;
+use crate::net::admission::ConnectionCounts;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the open-connection count is looked at.
@@ -15,19 +15,16 @@ const CHECK_INTERVAL_MS: u64 = 1000;
 const CLOSED_SINCE_PEAK_MIN: usize = 1000;
 
 /// Runs on one core for as long as it runs.
-pub fn start_trimmer(shard: &Rc<Shard>) {
-    let shard = Rc::downgrade(shard);
+pub fn start_trimmer(counts: Arc<ConnectionCounts>) {
     glommio::spawn_local(async move {
         loop {
             glommio::timer::sleep(Duration::from_millis(CHECK_INTERVAL_MS)).await;
-            let Some(shard) = shard.upgrade() else { break };
-            let shared = &shard.shared;
-            let open = shared.connections.load(Ordering::Relaxed);
-            let peak = shared.connections_peak.load(Ordering::Relaxed);
+            let open = counts.open.load(Ordering::Relaxed);
+            let peak = counts.peak.load(Ordering::Relaxed);
             if peak.saturating_sub(open) >= CLOSED_SINCE_PEAK_MIN && open <= peak / 2 {
                 // SAFETY: malloc_trim only releases free memory; it is thread-safe.
                 unsafe { libc::malloc_trim(0) };
-                shared.connections_peak.store(open, Ordering::Relaxed);
+                counts.peak.store(open, Ordering::Relaxed);
             }
         }
     })

@@ -1,26 +1,29 @@
 //! Starting the server: recover the journal, reserve the port, then one glommio executor
 //! per core, each with its own SO_REUSEPORT listener, joined by a channel mesh.
 
+pub mod calls;
+pub mod core;
 pub mod listen;
 mod memory;
-pub mod mesh;
 pub mod notify;
-pub mod shard;
+pub mod placement;
 pub mod shutdown;
 mod uring_probe;
 
+use self::core::{Core, Shared, JOURNAL_OWNER};
 use crate::config::Config;
+use crate::limits::CROSS_CORE_QUEUE_MAX;
 use crate::orders::index::OrderIndex;
 use crate::orders::journal::{self, Recovered};
+use crate::ws::Joining;
+use calls::{Envelope, Handoff};
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
-use mesh::CoreMsg;
-use shard::{Shard, Shared, JOURNAL_OWNER};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -86,11 +89,10 @@ pub fn run(config: Config) -> Result<(), String> {
         config,
         staff_token,
         index,
-        connections: AtomicUsize::new(0),
-        connections_peak: AtomicUsize::new(0),
+        connections: Arc::default(),
     });
     let report = shared.clone();
-    let mesh = MeshBuilder::<CoreMsg, _>::full(cores, mesh::CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<Envelope, _>::full(cores, CROSS_CORE_QUEUE_MAX);
     // glommio 0.9's MeshBuilder is Send but counts its clones with a plain `Rc`: cloned
     // on the executor threads at once, a lost increment frees it while a core still uses
     // it (AddressSanitizer caught it; the heap corruption surfaced as an abort when the
@@ -177,6 +179,7 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Some(began) = lifecycle.coordinator.began() {
         let cut = report
             .connections
+            .open
             .load(std::sync::atomic::Ordering::Relaxed);
         let cut = if cut > 0 {
             format!("; {cut} connections were still open at the timeout and are cut")
@@ -205,14 +208,13 @@ fn allowed_cpus() -> glommio::Result<CpuSet, ()> {
 
 async fn serve_core(
     shared: Arc<Shared>,
-    mesh: MeshBuilder<CoreMsg, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
     recovered: Arc<Mutex<Option<Recovered>>>,
     journal_path: PathBuf,
     addr: SocketAddr,
     ready: mpsc::Sender<Result<(), String>>,
     lifecycle: Arc<Lifecycle>,
 ) -> Result<(), String> {
-    let cores = shared.config.cores;
     let (senders, receivers) = mesh
         .join()
         .await
@@ -232,12 +234,14 @@ async fn serve_core(
     } else {
         None
     };
-    let shard = Rc::new(Shard::new(id, cores, shared, senders, book));
-    shard.listen_to_peers(receivers);
-    crate::ws::registry::start_sweeper(&shard);
-    crate::screens::live::start(&shard);
+    let core = Core::new(id, shared, senders, book);
+    core.listen_to_peers(receivers);
+    core.sockets.start_sweeper();
+    if let (Some(book), Some(viewers)) = (&core.book, &core.services.screens) {
+        viewers.observe(book);
+    }
     if id == JOURNAL_OWNER {
-        memory::start_trimmer(&shard);
+        memory::start_trimmer(core.shared.connections.clone());
     }
     lifecycle.heartbeats.start_beating(id);
     let signal = lifecycle
@@ -248,25 +252,71 @@ async fn serve_core(
         TcpListener::bind(addr).map_err(|e| format!("core {id} cannot bind {addr}: {e}"))?;
     let _ = ready.send(Ok(()));
     drop(ready);
-    futures_lite::future::or(accept_loop(&shard, &listener), shutdown::signalled(signal)).await;
+    futures_lite::future::or(accept_loop(&core, &listener), shutdown::signalled(signal)).await;
     drop(listener);
-    let result = shutdown::drain_core(&shard, &lifecycle.coordinator, &lifecycle.notifier).await;
+    let result = shutdown::drain_core(&core, &lifecycle.coordinator, &lifecycle.notifier).await;
     lifecycle.heartbeats.retire(id);
     result
 }
 
 /// Accepts connections until the future is dropped (at shutdown).
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(crate::http::conn::serve(shard.clone(), stream)).detach();
+                let core = core.clone();
+                glommio::spawn_local(async move {
+                    let upgraded = crate::net::http::serve(core.http.clone(), stream).await;
+                    if let Some((stream, joining)) = upgraded {
+                        // A task of its own, so the WebSocket's whole life costs only its
+                        // own state: this task, its HTTP buffers and its future end here.
+                        glommio::spawn_local(start_ws(core, stream, joining)).detach();
+                    }
+                })
+                .detach();
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.
-                log::warn!("core {}: accept failed: {e}", shard.id);
+                log::warn!("core {}: accept failed: {e}", core.id);
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
     }
+}
+
+/// Takes a freshly upgraded socket to its room: here, or on its home core.
+async fn start_ws(core: Rc<Core>, stream: TcpStream, joining: Joining) {
+    let home = placement::home_core(joining.kind, &joining.room, core.cores);
+    if home == core.id {
+        serve_ws(core, stream, joining).await;
+        return;
+    }
+    // SAFETY: dup(2) of a descriptor we own; the copy travels to the home core.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    drop(stream);
+    if fd >= 0 {
+        let _ = Box::pin(core.peers.hand_off(home, Handoff { fd, joining })).await;
+    }
+}
+
+/// A socket handed over by another core.
+fn adopt(core: Rc<Core>, handoff: Handoff) {
+    // SAFETY: the sender duplicated this descriptor for us and closed its own copy.
+    let stream = unsafe { TcpStream::from_raw_fd(handoff.fd) };
+    glommio::spawn_local(serve_ws(core, stream, handoff.joining)).detach();
+}
+
+/// A WebSocket on its home core, in the service its path names.
+async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining) {
+    let Joining {
+        kind,
+        room,
+        greeting,
+        leftover,
+    } = joining;
+    let context = core.ws.clone();
+    let endpoint = crate::api::ws::endpoint(kind);
+    // The room name moves into the join and is gone once the client has joined.
+    let join = move |slot: &Rc<_>| core.services.join(kind, &room, slot);
+    crate::net::ws::serve(context, stream, greeting, leftover, endpoint, join).await;
 }

@@ -10,20 +10,21 @@
 //!
 //! On the first signal every core, independently: drops its listener, marks itself
 //! draining (idle keep-alive connections close, answers in progress go out with
-//! `Connection: close`), asks its WebSockets to close with 1001, and waits until no
-//! connection is open on any core or `--shutdown-timeout-ms` has passed since the
-//! signal. Every core waits for all of them, not only its own, because a request on
-//! one core may still need another (order writes go to the journal owner, `/metrics`
-//! asks every core). Then the journal owner commits what is queued and closes the
-//! journal, and each core's main future returns.
+//! `Connection: close`), asks its WebSockets to close with 1001, and waits — on its
+//! connections' gate — until none of its connections is open or
+//! `--shutdown-timeout-ms` has passed since the signal. The journal owner then also
+//! waits for every other core's gate (a typed call to each), because their requests
+//! may still need the journal; only then does it commit what is queued and close the
+//! journal. Each core's main future returns when its part is done.
 
+use super::core::Core;
+use crate::limits::CLOSE_GOING_AWAY;
 use crate::runtime::notify::Notifier;
-use crate::runtime::shard::{Shard, JOURNAL_OWNER};
 use futures_lite::AsyncReadExt;
 use signal_hook::consts::{SIGINT, SIGTERM};
-use std::cell::Cell;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,12 +34,6 @@ pub const SIGNALS: [libc::c_int; 2] = [SIGTERM, SIGINT];
 
 /// Exit code when a second signal cuts the graceful shutdown short.
 pub const EXIT_ABRUPT: libc::c_int = 1;
-
-/// WebSocket close code sent to every client on shutdown ("going away").
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-
-/// How often a draining core looks at the open-connection count.
-const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// How long the journal owner may take to commit what is queued and close the journal
 /// after the connections are gone (or the timeout passed). Only a stuck disk needs it.
@@ -107,53 +102,15 @@ pub async fn signalled(receiver: OwnedFd) {
     }
 }
 
-/// A core's "we are draining" state: HTTP connections check it between requests, and
-/// idle ones wait on it next to their read.
-pub struct Drain {
-    draining: Cell<bool>,
-    /// Never has units; closing it wakes every waiter at once.
-    gate: glommio::sync::Semaphore,
-}
-
-impl Default for Drain {
-    fn default() -> Drain {
-        Drain {
-            draining: Cell::new(false),
-            gate: glommio::sync::Semaphore::new(0),
-        }
-    }
-}
-
-impl Drain {
-    pub fn is_draining(&self) -> bool {
-        self.draining.get()
-    }
-
-    /// Starts draining and wakes every waiter.
-    pub fn begin(&self) {
-        if !self.draining.replace(true) {
-            self.gate.close();
-        }
-    }
-
-    /// Resolves once draining has begun.
-    pub async fn wait(&self) {
-        if !self.is_draining() {
-            // Fails (closed) exactly when draining begins; it never succeeds.
-            let _ = self.gate.acquire(1).await;
-        }
-    }
-}
-
 /// One core's part of the shutdown, once its listener is dropped. Returns when no
 /// connection is left on any core (or the timeout passed) and, on the journal owner,
 /// the journal is committed and closed.
 pub async fn drain_core(
-    shard: &Shard,
+    core: &Rc<Core>,
     coordinator: &Coordinator,
     notifier: &Notifier,
 ) -> Result<(), String> {
-    let shared = &shard.shared;
+    let shared = &core.shared;
     let timeout = Duration::from_millis(shared.config.shutdown_timeout_ms);
     if coordinator.begin() {
         notifier.stopping();
@@ -161,35 +118,48 @@ pub async fn drain_core(
             "shutting down: not accepting, closing WebSockets with {CLOSE_GOING_AWAY}, \
              waiting up to {} ms for {} open connections",
             timeout.as_millis(),
-            shared.connections.load(Ordering::Relaxed)
+            shared.connections.open.load(Ordering::Relaxed)
         );
     }
     let began = coordinator.began().unwrap_or_else(Instant::now);
-    shard.drain.begin();
-    shard.ws.close_all(CLOSE_GOING_AWAY);
-    let deadline = began + timeout;
-    while shared.connections.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-        glommio::timer::sleep(DRAIN_POLL).await;
-    }
-    if let Some(book) = &shard.book {
-        debug_assert_eq!(shard.id, JOURNAL_OWNER);
-        let closed = futures_lite::future::or(
-            async {
-                book.shutdown().await;
-                true
-            },
-            async {
-                glommio::timer::sleep(JOURNAL_CLOSE_GRACE).await;
-                false
-            },
-        )
-        .await;
-        if !closed {
-            return Err(format!(
-                "the order journal did not close within {} s of shutdown",
-                JOURNAL_CLOSE_GRACE.as_secs()
-            ));
+    core.drain.begin();
+    core.sockets.close_all(CLOSE_GOING_AWAY);
+    let remaining = || (began + timeout).saturating_duration_since(Instant::now());
+    let _ = glommio::timer::timeout(remaining(), async {
+        core.admission.closed().await;
+        Ok(())
+    })
+    .await;
+    let Some(book) = &core.book else {
+        return Ok(());
+    };
+    // Every other core's requests may still need the journal: wait for them too.
+    for peer in (0..core.cores).filter(|&p| p != core.id) {
+        let drained = core
+            .invoke_on_within(peer, remaining(), |peer| async move {
+                peer.admission.closed().await;
+            })
+            .await;
+        if let Err(e) = drained {
+            log::debug!("core {peer} did not report drained: {e}");
         }
+    }
+    let closed = futures_lite::future::or(
+        async {
+            book.shutdown().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(JOURNAL_CLOSE_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !closed {
+        return Err(format!(
+            "the order journal did not close within {} s of shutdown",
+            JOURNAL_CLOSE_GRACE.as_secs()
+        ));
     }
     Ok(())
 }

@@ -1,7 +1,5 @@
 //! The shop's screens: a staff kitchen board (`/kitchen`) and a public pickup board
-//! (`/board`), both static pages embedded in the binary, kept live over WebSockets
-//! (`/ws/kitchen`, `/ws/board`) fed by the journal owner each time an order change
-//! becomes durable.
+//! (`/board`), static pages embedded in the binary. Their live feeds (`/ws/kitchen`,
+//! `/ws/board`) are `services::screens`.
 
-pub mod live;
 pub mod pages;

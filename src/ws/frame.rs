@@ -11,28 +11,10 @@
 //! Server frames are never masked (§5.1), so one encoded frame is the same
 //! bytes for every client: a room encodes a broadcast once and shares it.
 
-/// Most bytes a frame header takes: 2 fixed, 8 of extended length, 4 of mask.
-pub const MAX_HEADER_BYTES: usize = 14;
-
-/// Most bytes an unmasked (server) frame header takes.
-pub const MAX_SERVER_HEADER_BYTES: usize = 10;
-
-/// Control frames carry at most this many payload bytes (§5.5).
-pub const MAX_CONTROL_PAYLOAD_BYTES: usize = 125;
-
-/// A close reason is limited by the control payload less the 2-byte code.
-pub const MAX_CLOSE_REASON_BYTES: usize = MAX_CONTROL_PAYLOAD_BYTES - 2;
-
-/// Close status codes we send (§7.4.1).
-pub const CLOSE_NORMAL: u16 = 1000;
-/// The server is shutting down.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// The peer broke the protocol.
-pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
-/// A text message (or close reason) that is not UTF-8.
-pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
-/// A frame or message over our size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
+use crate::limits::{
+    CLIENT_FRAME_HEADER_BYTES_MAX, CLOSE_PROTOCOL_ERROR, CLOSE_REASON_BYTES_MAX, CLOSE_TOO_BIG,
+    CONTROL_PAYLOAD_BYTES_MAX, SERVER_FRAME_HEADER_BYTES_MAX,
+};
 
 /// Frame opcodes defined by RFC 6455 §5.2; every other value is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,7 +111,7 @@ impl HeaderError {
 }
 
 /// The largest payload length we can represent without `frame_len` overflowing.
-const PAYLOAD_LEN_CEILING: usize = usize::MAX - MAX_HEADER_BYTES;
+const PAYLOAD_LEN_CEILING: usize = usize::MAX - CLIENT_FRAME_HEADER_BYTES_MAX;
 
 /// Parses a client frame header at the start of `buf`.
 ///
@@ -165,7 +147,7 @@ pub fn parse_client_header(
         return Err(HeaderError::Protocol("client frame not masked"));
     }
     let short_len = second & 0x7F;
-    if opcode.is_control() && usize::from(short_len) > MAX_CONTROL_PAYLOAD_BYTES {
+    if opcode.is_control() && usize::from(short_len) > CONTROL_PAYLOAD_BYTES_MAX {
         return Err(HeaderError::Protocol("control frame over 125 bytes"));
     }
 
@@ -232,7 +214,7 @@ pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
 /// for client frames and 0 for ours.
 fn push_header(opcode: Opcode, payload_len: usize, mask_bit: u8, out: &mut Vec<u8>) {
     out.push(0x80 | opcode.bits());
-    if payload_len <= MAX_CONTROL_PAYLOAD_BYTES {
+    if payload_len <= CONTROL_PAYLOAD_BYTES_MAX {
         // Fits in seven bits by the test above.
         out.push(mask_bit | payload_len as u8);
     } else if let Ok(len) = u16::try_from(payload_len) {
@@ -247,8 +229,8 @@ fn push_header(opcode: Opcode, payload_len: usize, mask_bit: u8, out: &mut Vec<u
 /// Appends one final, unmasked server frame. A control frame's payload must be
 /// ≤ 125 bytes; the callers here only ever echo a ping or send a close.
 pub fn encode_frame(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
-    debug_assert!(!opcode.is_control() || payload.len() <= MAX_CONTROL_PAYLOAD_BYTES);
-    out.reserve(MAX_SERVER_HEADER_BYTES + payload.len());
+    debug_assert!(!opcode.is_control() || payload.len() <= CONTROL_PAYLOAD_BYTES_MAX);
+    out.reserve(SERVER_FRAME_HEADER_BYTES_MAX + payload.len());
     push_header(opcode, payload.len(), 0, out);
     out.extend_from_slice(payload);
 }
@@ -256,12 +238,12 @@ pub fn encode_frame(opcode: Opcode, payload: &[u8], out: &mut Vec<u8>) {
 /// Appends a close frame with `code` and as much of `reason` as fits (cut at a
 /// character boundary so the reason stays UTF-8, as §5.5.1 requires).
 pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
-    let mut reason_len = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    let mut reason_len = reason.len().min(CLOSE_REASON_BYTES_MAX);
     while !reason.is_char_boundary(reason_len) {
         reason_len -= 1;
     }
     let reason = &reason.as_bytes()[..reason_len];
-    out.reserve(MAX_SERVER_HEADER_BYTES + 2 + reason.len());
+    out.reserve(SERVER_FRAME_HEADER_BYTES_MAX + 2 + reason.len());
     push_header(Opcode::Close, 2 + reason.len(), 0, out);
     out.extend_from_slice(&code.to_be_bytes());
     out.extend_from_slice(reason);
@@ -269,7 +251,7 @@ pub fn encode_close(code: u16, reason: &str, out: &mut Vec<u8>) {
 
 /// Appends one final, masked client frame: what a load-test client sends.
 pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
-    out.reserve(MAX_HEADER_BYTES + payload.len());
+    out.reserve(CLIENT_FRAME_HEADER_BYTES_MAX + payload.len());
     push_header(opcode, payload.len(), 0x80, out);
     out.extend_from_slice(&mask);
     let payload_at = out.len();
@@ -280,6 +262,7 @@ pub fn encode_client_frame(opcode: Opcode, payload: &[u8], mask: [u8; 4], out: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::CLOSE_NORMAL;
     use proptest::prelude::*;
 
     const LIMIT: usize = 4096;
@@ -438,7 +421,7 @@ mod tests {
         encode_close(CLOSE_NORMAL, &reason, &mut out);
         assert_eq!(out[0], 0x88);
         let payload_len = usize::from(out[1]);
-        assert!(payload_len <= MAX_CONTROL_PAYLOAD_BYTES);
+        assert!(payload_len <= CONTROL_PAYLOAD_BYTES_MAX);
         assert_eq!(&out[2..4], &CLOSE_NORMAL.to_be_bytes());
         let kept = std::str::from_utf8(&out[4..]).unwrap();
         assert_eq!(kept.len(), 123);
@@ -460,10 +443,10 @@ mod tests {
         ) {
             if let Ok(header) = parse_client_header(&buf, limit) {
                 prop_assert!(header.header_len <= buf.len());
-                prop_assert!(header.header_len <= MAX_HEADER_BYTES);
+                prop_assert!(header.header_len <= CLIENT_FRAME_HEADER_BYTES_MAX);
                 prop_assert!(header.payload_len <= limit);
                 prop_assert!(!header.opcode.is_control()
-                    || (header.fin && header.payload_len <= MAX_CONTROL_PAYLOAD_BYTES));
+                    || (header.fin && header.payload_len <= CONTROL_PAYLOAD_BYTES_MAX));
             }
         }
 

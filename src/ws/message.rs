@@ -16,9 +16,9 @@
 
 use std::borrow::Cow;
 
-use super::frame::{
-    FrameHeader, Opcode, CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG,
-    MAX_CONTROL_PAYLOAD_BYTES,
+use super::frame::{FrameHeader, Opcode};
+use crate::limits::{
+    CLOSE_INVALID_PAYLOAD, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG, CONTROL_PAYLOAD_BYTES_MAX,
 };
 
 /// The largest message the spec lets a client send (§2: over 4 KiB → 1009).
@@ -110,7 +110,7 @@ impl Reassembler {
         header: &FrameHeader,
         payload: &'a [u8],
     ) -> Result<Option<Event<'a>>, CloseError> {
-        if header.opcode.is_control() && (!header.fin || payload.len() > MAX_CONTROL_PAYLOAD_BYTES)
+        if header.opcode.is_control() && (!header.fin || payload.len() > CONTROL_PAYLOAD_BYTES_MAX)
         {
             // parse_client_header already refuses these; repeated so this
             // type is sound on its own.

@@ -4,12 +4,9 @@
 //! leave a note here and wake the connection, which does its own writing.
 
 use super::frame::{self, Opcode};
+use crate::limits::{OUTBOX_BYTES_MAX, SERVER_FRAME_HEADER_BYTES_MAX};
 use std::cell::{Cell, RefCell};
 use std::task::Waker;
-
-/// Personal frames (pongs, lobby counts, an order) waiting for a client that is not
-/// reading; beyond this the client is dropped rather than buffered for.
-pub const OUTBOX_BYTES_MAX: usize = 16 << 10;
 
 #[derive(Default)]
 pub struct Slot {
@@ -62,7 +59,7 @@ impl Slot {
     pub fn push_frame(&self, opcode: Opcode, payload: &[u8]) {
         {
             let mut outbox = self.outbox.borrow_mut();
-            if outbox.len() + payload.len() + frame::MAX_SERVER_HEADER_BYTES > OUTBOX_BYTES_MAX {
+            if outbox.len() + payload.len() + SERVER_FRAME_HEADER_BYTES_MAX > OUTBOX_BYTES_MAX {
                 self.overflowed.set(true);
             } else {
                 frame::encode_frame(opcode, payload, &mut outbox);

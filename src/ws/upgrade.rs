@@ -6,9 +6,7 @@ use crate::http::query;
 use crate::http::request::Head;
 use crate::http::response::{self, Status};
 use crate::http::route::WsKind;
-
-/// Longest room name, in bytes of UTF-8.
-pub const ROOM_BYTES_MAX: usize = 128;
+use crate::limits::ROOM_BYTES_MAX;
 
 /// Validates the upgrade and writes either `101` or an error into `out`.
 /// On success returns the decoded room name.

@@ -2,16 +2,62 @@
 //! request in it (pipelining), send the answers with one write, repeat. A WebSocket
 //! upgrade leaves this loop with the socket and any bytes read past the handshake.
 
-use super::request::{self, HeadError, Method};
-use super::response::{self, Status};
-use super::route::{self, Route, WsKind};
-use crate::metrics::{Endpoint, Rejected};
-use crate::runtime::shard::Shard;
+use super::admission::Admission;
+use super::drain::Drain;
+use crate::config::Config;
+use crate::http::request::{self, Head, HeadError, Method};
+use crate::http::response::{self, Status};
+use crate::http::route::{self, Route, WsKind};
+use crate::metrics::{Endpoint, Metrics, Rejected};
+use crate::ws::Joining;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// Answers the REST requests of a connection.
+// Futures here never leave their core (thread-per-core), so the auto-trait bounds that
+// `async fn` in a public trait cannot state are never needed.
+#[allow(async_fn_in_trait)]
+pub trait Router {
+    /// Answers one request whose method the route allows into `out`, and returns the
+    /// status it answered with.
+    async fn answer(
+        &self,
+        route: Route<'_>,
+        head: &Head<'_, '_>,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Status;
+}
+
+/// Size and time limits of a request; from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub head_timeout_ms: u64,
+    pub head_bytes_max: usize,
+    pub body_bytes_max: usize,
+}
+
+impl HttpLimits {
+    pub fn from_config(config: &Config) -> HttpLimits {
+        HttpLimits {
+            head_timeout_ms: config.head_timeout_ms,
+            head_bytes_max: config.head_bytes_max,
+            body_bytes_max: config.body_bytes_max,
+        }
+    }
+}
+
+/// What every HTTP connection of a core shares.
+pub struct HttpContext<R> {
+    pub router: Rc<R>,
+    pub admission: Rc<Admission>,
+    pub metrics: Rc<Metrics>,
+    pub drain: Rc<Drain>,
+    pub limits: HttpLimits,
+}
 
 /// A connection's buffer starts this small and grows only for large heads or bodies.
 const BUFFER_START_BYTES: usize = 1024;
@@ -43,8 +89,8 @@ struct Upgrade {
     greeting: Vec<u8>,
 }
 
-struct Connection {
-    shard: Rc<Shard>,
+struct Connection<R> {
+    context: Rc<HttpContext<R>>,
     stream: TcpStream,
     buf: Vec<u8>,
     filled: usize,
@@ -54,13 +100,18 @@ struct Connection {
     linger: bool,
 }
 
-/// Serves one accepted connection until it closes or becomes a WebSocket.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let permit = match shard.admit(peer.ip()) {
+/// Serves one accepted connection until it closes; returns the socket and its upgrade
+/// when it became a WebSocket.
+pub async fn serve<R: Router>(
+    context: Rc<HttpContext<R>>,
+    stream: TcpStream,
+) -> Option<(TcpStream, Joining)> {
+    let peer = stream.peer_addr().ok()?;
+    let metrics = context.metrics.clone();
+    let permit = match context.admission.admit(peer.ip()) {
         Ok(permit) => permit,
         Err(why) => {
-            shard.metrics.rejected(why);
+            metrics.rejected(why);
             let mut out = Vec::new();
             response::error(
                 &mut out,
@@ -70,15 +121,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             );
             let mut stream = stream;
             let _ = stream.write_all(&out).await;
-            return;
+            return None;
         }
     };
     let _ = stream.set_nodelay(true);
-    let timeout = Duration::from_millis(shard.config().head_timeout_ms);
+    let timeout = Duration::from_millis(context.limits.head_timeout_ms);
     let _ = stream.set_write_timeout(Some(timeout));
-    shard.metrics.opened(Endpoint::Http);
+    metrics.opened(Endpoint::Http);
     let mut connection = Connection {
-        shard: shard.clone(),
+        context,
         stream,
         buf: vec![0; BUFFER_START_BYTES],
         filled: 0,
@@ -86,7 +137,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         linger: false,
     };
     let upgrade = connection.run().await;
-    shard.metrics.closed(Endpoint::Http);
+    metrics.closed(Endpoint::Http);
     drop(permit);
     match upgrade {
         Ok(Some(Upgrade {
@@ -104,43 +155,27 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             let leftover = buf[consumed..filled].to_vec();
             // The head deadline must not follow the socket into its WebSocket life, where
             // silence is allowed up to the idle timeout.
-            if stream.set_read_timeout(None).is_err() {
-                return;
-            }
-            let joining = crate::ws::Joining {
+            stream.set_read_timeout(None).ok()?;
+            let joining = Joining {
                 kind,
                 room,
                 greeting,
                 leftover,
             };
-            // A task of its own, so the WebSocket's whole life costs only its own state:
-            // this task, its HTTP buffers and its future end here.
-            glommio::spawn_local(crate::ws::start(shard, stream, joining)).detach();
+            Some((stream, joining))
         }
-        Ok(None) if connection.linger => linger(connection.stream).await,
-        _ => {}
+        Ok(None) if connection.linger => {
+            super::linger::linger(connection.stream).await;
+            None
+        }
+        _ => None,
     }
 }
 
-/// How long a closing connection's unread input is drained.
-const LINGER_MS: u64 = 1000;
-
-/// Half-closes, then reads and discards until the client closes too (bounded in time),
-/// so our last response is not destroyed by a reset.
-pub async fn linger(mut stream: TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write).await;
-    let _ = glommio::timer::timeout(Duration::from_millis(LINGER_MS), async {
-        let mut sink = [0u8; 64];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok(())
-    })
-    .await;
-}
-
-impl Connection {
+impl<R: Router> Connection<R> {
     /// Runs until close; `Some` when the connection became a WebSocket.
     async fn run(&mut self) -> io::Result<Option<Upgrade>> {
-        let timeout = Duration::from_millis(self.shard.config().head_timeout_ms);
+        let timeout = Duration::from_millis(self.context.limits.head_timeout_ms);
         let mut deadline = Instant::now() + timeout;
         loop {
             match self.step().await {
@@ -185,13 +220,13 @@ impl Connection {
                     };
                     // Between requests, shutdown closes the connection (SPEC §5).
                     let idle = self.filled == 0;
-                    if idle && self.shard.drain.is_draining() {
+                    if idle && self.context.drain.is_draining() {
                         return Ok(None);
                     }
                     self.stream.set_read_timeout(Some(remaining))?;
                     let read = self.stream.read(&mut self.buf[self.filled..]);
                     let read = if idle {
-                        let drain = self.shard.drain.wait();
+                        let drain = self.context.drain.wait();
                         let read = futures_lite::future::or(async { Some(read.await) }, async {
                             drain.await;
                             None
@@ -219,7 +254,7 @@ impl Connection {
     /// The head (or body) did not arrive in time: say so if a request had begun.
     async fn timed_out(&mut self) -> io::Result<Option<Upgrade>> {
         if self.filled > 0 {
-            self.shard.metrics.rejected(Rejected::HeadTimeout);
+            self.context.metrics.rejected(Rejected::HeadTimeout);
             response::error(
                 &mut self.out,
                 Status::RequestTimeout,
@@ -248,9 +283,8 @@ impl Connection {
     /// Parses and answers the first request in the buffer, if it is complete.
     async fn step(&mut self) -> Step {
         let started = Instant::now();
-        let config = self.shard.config();
-        let head_max = config.head_bytes_max;
-        let body_max = config.body_bytes_max;
+        let head_max = self.context.limits.head_bytes_max;
+        let body_max = self.context.limits.body_bytes_max;
         let data = &self.buf[..self.filled];
         let mut storage = request::header_storage();
         let mut head = match request::parse(data, &mut storage) {
@@ -294,22 +328,18 @@ impl Connection {
             return Step::NeedMore { needed: total };
         }
         // Shutting down: answer this request, then close.
-        head.close |= self.shard.drain.is_draining();
+        head.close |= self.context.drain.is_draining();
         let body = &data[head.head_len..total];
         let close = head.close;
         let out = &mut self.out;
-        let shard = &self.shard;
+        let metrics = &self.context.metrics;
         let Some(route) = route::find(head.path) else {
             if head.method == Method::Options {
                 response::preflight(out, close);
-                shard
-                    .metrics
-                    .http_request("preflight", 204, elapsed_us(started));
+                metrics.http_request("preflight", 204, elapsed_us(started));
             } else {
                 response::error(out, Status::NotFound, "no such path", close);
-                shard
-                    .metrics
-                    .http_request("unknown", 404, elapsed_us(started));
+                metrics.http_request("unknown", 404, elapsed_us(started));
             }
             return Step::Answered {
                 consumed: total,
@@ -332,9 +362,7 @@ impl Connection {
             let answered_before = out.len();
             match crate::ws::upgrade::answer(kind, &head, out) {
                 Ok(room) => {
-                    shard
-                        .metrics
-                        .http_request(route.label(), 101, elapsed_us(started));
+                    metrics.http_request(route.label(), 101, elapsed_us(started));
                     let greeting = out.split_off(answered_before);
                     return Step::Upgrade {
                         consumed: total,
@@ -346,11 +374,9 @@ impl Connection {
                 Err(status) => status,
             }
         } else {
-            crate::api::handle(shard, route, &head, body, out).await
+            self.context.router.answer(route, &head, body, out).await
         };
-        shard
-            .metrics
-            .http_request(route.label(), status.code(), elapsed_us(started));
+        metrics.http_request(route.label(), status.code(), elapsed_us(started));
         Step::Answered {
             consumed: total,
             close,
@@ -361,7 +387,9 @@ impl Connection {
     fn fail(&mut self, status: Status, message: &str) -> Step {
         response::error(&mut self.out, status, message, true);
         self.linger = true;
-        self.shard.metrics.http_request("invalid", status.code(), 0);
+        self.context
+            .metrics
+            .http_request("invalid", status.code(), 0);
         Step::Answered {
             consumed: self.filled,
             close: true,

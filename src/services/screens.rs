@@ -9,18 +9,18 @@
 //! in proxy logs); until then they receive nothing, and a wrong token closes with 1008.
 //! The public board gets only order numbers and menu names of orders ready for pickup.
 
+use crate::limits::CLOSE_UNAUTHORIZED;
 use crate::menu;
-use crate::metrics::{Ignored, Rejected};
+use crate::metrics::{Ignored, Metrics, Rejected};
+use crate::orders::book::OrderBook;
+use crate::orders::index::OrderIndex;
 use crate::orders::{Order, Status};
-use crate::runtime::shard::Shard;
 use crate::ws::slot::Slot;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Close code for a wrong staff token (RFC 6455 "policy violation").
-pub const CLOSE_UNAUTHORIZED: u16 = 1008;
 /// Completed orders shown on the kitchen board.
 pub const COMPLETED_SHOWN: usize = 20;
 /// Open orders of each status in a snapshot, newest first; keeps a snapshot bounded.
@@ -38,9 +38,19 @@ struct Viewer {
     authorized: bool,
 }
 
-/// The viewers of this core (only the journal owner has any).
-#[derive(Default)]
+/// What the feeds show and to whom; from the configuration.
+#[derive(Debug, Clone)]
+pub struct ScreenSettings {
+    pub store_id: String,
+    pub staff_token: String,
+    pub viewers_max: usize,
+}
+
+/// The viewers of the journal owner's core, which sees every durable order change.
 pub struct Viewers {
+    settings: ScreenSettings,
+    index: Arc<OrderIndex>,
+    metrics: Rc<Metrics>,
     viewers: RefCell<Vec<Viewer>>,
     /// When each order was created (Unix seconds), for the cards' age. Orders made
     /// before this process started have no entry and show no age. Entries go once an
@@ -48,11 +58,12 @@ pub struct Viewers {
     created_unix_s: RefCell<HashMap<u64, u64>>,
     /// The most recently completed orders, oldest first.
     completed_recent: RefCell<VecDeque<u64>>,
-    observing: Cell<bool>,
 }
 
 pub struct Member {
+    viewers: Rc<Viewers>,
     screen: Screen,
+    slot: Rc<Slot>,
 }
 
 fn unix_now_s() -> u64 {
@@ -62,6 +73,27 @@ fn unix_now_s() -> u64 {
 }
 
 impl Viewers {
+    pub fn new(settings: ScreenSettings, index: Arc<OrderIndex>, metrics: Rc<Metrics>) -> Viewers {
+        Viewers {
+            settings,
+            index,
+            metrics,
+            viewers: RefCell::new(Vec::new()),
+            created_unix_s: RefCell::new(HashMap::new()),
+            completed_recent: RefCell::new(VecDeque::new()),
+        }
+    }
+
+    /// Subscribes the feeds to `book`'s durable changes, so ages are known from start-up.
+    pub fn observe(self: &Rc<Self>, book: &OrderBook) {
+        let weak: Weak<Viewers> = Rc::downgrade(self);
+        book.add_observer(Box::new(move |order| {
+            if let Some(viewers) = weak.upgrade() {
+                viewers.publish(order);
+            }
+        }));
+    }
+
     pub fn len(&self) -> usize {
         self.viewers.borrow().len()
     }
@@ -85,8 +117,8 @@ impl Viewers {
     }
 
     /// What a screen shows right now.
-    fn snapshot(&self, shard: &Shard, screen: Screen) -> Vec<u8> {
-        let index = &shard.shared.index;
+    fn snapshot(&self, screen: Screen) -> Vec<u8> {
+        let index = &self.index;
         let mut shown: Vec<Order> = Vec::new();
         let mut counts = [0usize; 3];
         let limits = match screen {
@@ -113,7 +145,7 @@ impl Viewers {
                 out.push(b',');
             }
             match screen {
-                Screen::Kitchen => self.kitchen_order(order, &shard.config().store_id, &mut out),
+                Screen::Kitchen => self.kitchen_order(order, &self.settings.store_id, &mut out),
                 Screen::Board => Viewers::board_order(order, &mut out),
             }
         }
@@ -142,14 +174,14 @@ impl Viewers {
     }
 
     /// A change became durable: tell every viewer that may see it.
-    fn publish(&self, shard: &Shard, order: &Order) {
+    fn publish(&self, order: &Order) {
         self.remember_age(order);
         let viewers = self.viewers.borrow();
         if viewers.is_empty() {
             return;
         }
         let mut kitchen = br#"{"type":"order","order":"#.to_vec();
-        self.kitchen_order(order, &shard.config().store_id, &mut kitchen);
+        self.kitchen_order(order, &self.settings.store_id, &mut kitchen);
         kitchen.push(b'}');
         let board = match order.status {
             Status::Pending => None,
@@ -171,43 +203,28 @@ impl Viewers {
             }
         }
     }
-}
 
-/// Subscribes this core's viewers to the order book, once.
-fn observe(shard: &Rc<Shard>) {
-    let Some(book) = &shard.book else { return };
-    if shard.ws.screens.observing.replace(true) {
-        return;
-    }
-    let weak: Weak<Shard> = Rc::downgrade(shard);
-    book.add_observer(Box::new(move |order| {
-        if let Some(shard) = weak.upgrade() {
-            shard.ws.screens.publish(&shard, order);
+    /// A new viewer of `screen`. The public board gets its snapshot at once; the
+    /// kitchen only once it has sent the staff token.
+    pub fn join(self: &Rc<Self>, screen: Screen, slot: &Rc<Slot>) -> Result<Member, Rejected> {
+        if self.len() >= self.settings.viewers_max {
+            return Err(Rejected::RoomFull);
         }
-    }));
-}
-
-/// Starts watching the order book on the journal owner, so ages are known from start-up.
-pub fn start(shard: &Rc<Shard>) {
-    observe(shard);
-}
-
-pub fn join(shard: &Rc<Shard>, screen: Screen, slot: &Rc<Slot>) -> Result<Member, Rejected> {
-    let viewers = &shard.ws.screens;
-    if viewers.len() >= shard.config().room_clients_max {
-        return Err(Rejected::RoomFull);
+        let authorized = screen == Screen::Board;
+        if authorized {
+            slot.send_text(&self.snapshot(screen));
+        }
+        self.viewers.borrow_mut().push(Viewer {
+            slot: slot.clone(),
+            screen,
+            authorized,
+        });
+        Ok(Member {
+            viewers: self.clone(),
+            screen,
+            slot: slot.clone(),
+        })
     }
-    observe(shard);
-    let authorized = screen == Screen::Board;
-    if authorized {
-        slot.send_text(&viewers.snapshot(shard, screen));
-    }
-    viewers.viewers.borrow_mut().push(Viewer {
-        slot: slot.clone(),
-        screen,
-        authorized,
-    });
-    Ok(Member { screen })
 }
 
 fn token_of(text: &[u8]) -> Option<String> {
@@ -222,42 +239,132 @@ fn token_of(text: &[u8]) -> Option<String> {
 }
 
 impl Member {
-    pub fn on_text(&mut self, shard: &Rc<Shard>, slot: &Rc<Slot>, text: &[u8]) {
-        let viewers = &shard.ws.screens;
+    pub fn on_text(&mut self, text: &[u8]) {
+        let viewers = &self.viewers;
         let already = viewers
             .viewers
             .borrow()
             .iter()
-            .any(|v| Rc::ptr_eq(&v.slot, slot) && v.authorized);
+            .any(|v| Rc::ptr_eq(&v.slot, &self.slot) && v.authorized);
         if self.screen == Screen::Board || already {
-            shard.metrics.ignored(Ignored::Unexpected);
+            viewers.metrics.ignored(Ignored::Unexpected);
             return;
         }
         let bearer = token_of(text).map(|t| format!("Bearer {t}"));
         if !crate::staff::authorized(
             bearer.as_deref().map(str::as_bytes),
-            &shard.shared.staff_token,
+            &viewers.settings.staff_token,
         ) {
-            slot.close(CLOSE_UNAUTHORIZED);
+            self.slot.close(CLOSE_UNAUTHORIZED);
             return;
         }
-        slot.send_text(&viewers.snapshot(shard, Screen::Kitchen));
+        self.slot.send_text(&viewers.snapshot(Screen::Kitchen));
         if let Some(viewer) = viewers
             .viewers
             .borrow_mut()
             .iter_mut()
-            .find(|v| Rc::ptr_eq(&v.slot, slot))
+            .find(|v| Rc::ptr_eq(&v.slot, &self.slot))
         {
             viewer.authorized = true;
         }
     }
 
-    pub fn leave(self, shard: &Shard, slot: &Rc<Slot>) {
-        shard
-            .ws
-            .screens
+    pub fn leave(self) {
+        self.viewers
             .viewers
             .borrow_mut()
-            .retain(|v| !Rc::ptr_eq(&v.slot, slot));
+            .retain(|v| !Rc::ptr_eq(&v.slot, &self.slot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::CLOSE_UNAUTHORIZED;
+    use crate::services::testing::{metrics, slot, texts};
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn viewers() -> Rc<Viewers> {
+        let settings = ScreenSettings {
+            store_id: "store-001".into(),
+            staff_token: TOKEN.into(),
+            viewers_max: 2,
+        };
+        Rc::new(Viewers::new(
+            settings,
+            Arc::new(OrderIndex::new()),
+            metrics(),
+        ))
+    }
+
+    /// Publishes `order` the way the book does: into the index, then to the feeds.
+    fn commit(viewers: &Viewers, number: u64, status: Status) {
+        let order = Order {
+            number,
+            menu: 0,
+            status,
+        };
+        viewers.index.publish(order);
+        viewers.publish(&order);
+    }
+
+    #[test]
+    fn the_board_sees_ready_orders_and_their_collection_only() {
+        let viewers = viewers();
+        commit(&viewers, 1, Status::Pending);
+        commit(&viewers, 1, Status::WaitingPickup);
+        let board = slot();
+        let _member = viewers.join(Screen::Board, &board).unwrap();
+        let snapshot = texts(&board);
+        assert_eq!(snapshot.len(), 1);
+        assert!(snapshot[0].starts_with(r#"{"type":"snapshot","orders":[{"#));
+        assert!(snapshot[0].contains(r#""order_number":1"#));
+        commit(&viewers, 2, Status::Pending);
+        assert!(texts(&board).is_empty(), "a new order is not for the board");
+        commit(&viewers, 2, Status::WaitingPickup);
+        let ready = texts(&board);
+        assert!(
+            ready[0].starts_with(r#"{"type":"ready","order":{"#),
+            "{ready:?}"
+        );
+        commit(&viewers, 1, Status::Completed);
+        assert_eq!(texts(&board), [r#"{"type":"gone","order_number":1}"#]);
+    }
+
+    #[test]
+    fn the_kitchen_hears_nothing_before_the_token_and_a_wrong_one_closes_it() {
+        let viewers = viewers();
+        let (good, bad) = (slot(), slot());
+        let mut staff = viewers.join(Screen::Kitchen, &good).unwrap();
+        let mut stranger = viewers.join(Screen::Kitchen, &bad).unwrap();
+        commit(&viewers, 1, Status::Pending);
+        assert!(texts(&good).is_empty());
+        stranger.on_text(br#"{"type":"auth","token":"guess"}"#);
+        assert_eq!(bad.close_code(), Some(CLOSE_UNAUTHORIZED));
+        staff.on_text(format!(r#"{{"type":"auth","token":"{TOKEN}"}}"#).as_bytes());
+        let snapshot = texts(&good);
+        assert!(
+            snapshot[0].contains(r#""id":"store-001-1""#),
+            "{snapshot:?}"
+        );
+        commit(&viewers, 1, Status::WaitingPickup);
+        let change = texts(&good);
+        assert!(change[0].starts_with(r#"{"type":"order","order":{"#));
+        assert!(change[0].contains(r#""status":"waitingPickup""#));
+    }
+
+    #[test]
+    fn viewers_are_bounded_and_leaving_frees_a_place() {
+        let viewers = viewers();
+        let slots: Vec<_> = (0..3).map(|_| slot()).collect();
+        let first = viewers.join(Screen::Board, &slots[0]).unwrap();
+        let _second = viewers.join(Screen::Board, &slots[1]).unwrap();
+        assert_eq!(
+            viewers.join(Screen::Board, &slots[2]).err(),
+            Some(Rejected::RoomFull)
+        );
+        first.leave();
+        assert!(viewers.join(Screen::Board, &slots[2]).is_ok());
     }
 }

@@ -5,13 +5,14 @@
 //! newest broadcast frame, which is shared bytes written as-is (conflation: a client
 //! that fell behind skips straight to the newest).
 
-use super::frame::{self, HeaderError, Opcode};
-use super::message::{Event, Reassembler};
-use super::role::Role;
-use super::slot::Slot;
-use crate::metrics::Ignored;
-use crate::runtime::shard::Shard;
-use futures_lite::{AsyncRead, AsyncWrite};
+use super::admission::Admission;
+use super::sockets::Sockets;
+use crate::limits::{CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER};
+use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
+use crate::ws::frame::{self, HeaderError, Opcode};
+use crate::ws::message::{Event, Reassembler};
+use crate::ws::slot::Slot;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::future::Future;
 use std::io;
@@ -22,20 +23,46 @@ use std::task::{Context, Poll};
 /// Reads per wake-up before the connection yields to its neighbours.
 const READS_PER_POLL_MAX: usize = 8;
 
+/// What a connection is a member of (a meter room, a lobby, a batch, a screen feed),
+/// as the connection sees it.
+pub trait Member: Unpin {
+    /// A text message from the client.
+    fn on_text(&mut self, text: &[u8]);
+
+    /// Every ping interval: let go of what a quiet client no longer needs.
+    fn on_heartbeat(&mut self) {}
+
+    /// The newest shared broadcast this client has not been sent yet.
+    fn newest_broadcast(&mut self) -> Option<Rc<[u8]>> {
+        None
+    }
+
+    /// The connection is gone.
+    fn leave(self);
+}
+
+/// What every WebSocket of a core shares.
+pub struct WsContext {
+    pub sockets: Rc<Sockets>,
+    pub metrics: Rc<Metrics>,
+    pub admission: Rc<Admission>,
+    pub message_bytes_max: usize,
+}
+
 /// How a connection ended, which decides whether to wait for the client's close frame.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Ending {
+enum Ending {
     /// The client closed (close frame answered, or EOF) or the socket failed.
     ByClient,
     /// We sent a close frame; the client may still answer it.
     ByServer,
 }
 
-pub struct Connection {
-    shard: Rc<Shard>,
+struct Connection<M> {
+    context: Rc<WsContext>,
     stream: TcpStream,
     slot: Rc<Slot>,
-    pub role: Role,
+    member: M,
     /// The start of a frame that has not fully arrived.
     partial: Vec<u8>,
     reassembler: Reassembler,
@@ -48,20 +75,20 @@ pub struct Connection {
     ending: Ending,
 }
 
-impl Connection {
-    pub fn new(
-        shard: Rc<Shard>,
+impl<M: Member> Connection<M> {
+    fn new(
+        context: Rc<WsContext>,
         stream: TcpStream,
         slot: Rc<Slot>,
-        role: Role,
+        member: M,
         leftover: Vec<u8>,
-    ) -> Connection {
-        let reassembler = Reassembler::new(shard.config().ws_message_bytes_max);
+    ) -> Connection<M> {
+        let reassembler = Reassembler::new(context.message_bytes_max);
         Connection {
-            shard,
+            context,
             stream,
             slot,
-            role,
+            member,
             partial: leftover,
             reassembler,
             outbox_written: 0,
@@ -71,9 +98,9 @@ impl Connection {
         }
     }
 
-    /// What is left once the connection ended: its role (to leave the room) and socket.
-    pub fn into_parts(self) -> (Role, TcpStream) {
-        (self.role, self.stream)
+    /// What is left once the connection ended: its membership (to leave) and socket.
+    fn into_parts(self) -> (M, TcpStream) {
+        (self.member, self.stream)
     }
 
     /// Queues a close frame; after it is sent the connection ends.
@@ -93,8 +120,8 @@ impl Connection {
             if self.closing {
                 return Poll::Pending;
             }
-            let shard = self.shard.clone();
-            let scratch_cell = shard.ws.scratch();
+            let context = self.context.clone();
+            let scratch_cell = context.sockets.scratch();
             let mut scratch = scratch_cell.borrow_mut();
             let kept = self.partial.len();
             scratch[..kept].copy_from_slice(&self.partial);
@@ -104,7 +131,7 @@ impl Connection {
                 Poll::Ready(Ok(n)) => n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             };
-            self.slot.last_heard_ms.set(self.shard.ws.now_ms());
+            self.slot.last_heard_ms.set(context.sockets.now_ms());
             let consumed = self.on_bytes(&mut scratch[..kept + read]);
             let rest = &scratch[consumed..kept + read];
             self.partial.clear();
@@ -131,7 +158,7 @@ impl Connection {
                     Ok(header) => header,
                     Err(HeaderError::NeedMore) => break,
                     Err(e) => {
-                        let code = e.close_code().unwrap_or(frame::CLOSE_PROTOCOL_ERROR);
+                        let code = e.close_code().unwrap_or(CLOSE_PROTOCOL_ERROR);
                         self.begin_close(code, e.reason(), Ending::ByServer);
                         break;
                     }
@@ -153,11 +180,11 @@ impl Connection {
     }
 
     fn on_event(&mut self, event: Event<'_>) {
-        let metrics = &self.shard.metrics;
+        let metrics = &self.context.metrics;
         match event {
             Event::Text(text) => {
                 metrics.ws_in();
-                self.role.on_text(&self.shard, &self.slot, text.as_bytes());
+                self.member.on_text(text.as_bytes());
             }
             Event::Binary(_) => {
                 metrics.ws_in();
@@ -166,7 +193,7 @@ impl Connection {
             Event::Ping(payload) => self.slot.push_frame(Opcode::Pong, payload),
             Event::Pong => {}
             Event::Close { code, .. } => {
-                let reply = code.unwrap_or(frame::CLOSE_NORMAL);
+                let reply = code.unwrap_or(CLOSE_NORMAL);
                 self.begin_close(reply, "", Ending::ByClient);
             }
         }
@@ -189,7 +216,7 @@ impl Connection {
                 };
                 self.outbox_written += written;
                 if self.outbox_written == outbox_len {
-                    self.shard.metrics.ws_out(1);
+                    self.context.metrics.ws_out(1);
                     self.outbox_written = 0;
                     // Personal frames are rare: hold no memory between them.
                     *outbox_cell.borrow_mut() = Vec::new();
@@ -200,7 +227,7 @@ impl Connection {
                 return Poll::Ready(Ok(()));
             }
             if self.broadcast.is_none() {
-                match self.role.newest_broadcast(&self.shard) {
+                match self.member.newest_broadcast() {
                     Some(frame) => self.broadcast = Some((frame, 0)),
                     None => return Poll::Ready(Ok(())),
                 }
@@ -213,7 +240,7 @@ impl Connection {
                     *offset += n;
                     if *offset == frame.len() {
                         self.broadcast = None;
-                        self.shard.metrics.ws_out(1);
+                        self.context.metrics.ws_out(1);
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -234,17 +261,17 @@ impl Connection {
             return;
         }
         if slot.expired.get() {
-            self.begin_close(frame::CLOSE_GOING_AWAY, "idle timeout", Ending::ByServer);
+            self.begin_close(CLOSE_GOING_AWAY, "idle timeout", Ending::ByServer);
         } else if let Some(code) = slot.close_code() {
             self.begin_close(code, "", Ending::ByServer);
         } else if slot.ping_due.replace(false) {
             slot.push_frame(Opcode::Ping, b"");
-            self.role.on_heartbeat(&self.shard);
+            self.member.on_heartbeat();
         }
     }
 }
 
-impl Future for Connection {
+impl<M: Member> Future for Connection<M> {
     type Output = Ending;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
@@ -269,5 +296,62 @@ impl Future for Connection {
             Poll::Ready(Err(_)) => Poll::Ready(Ending::ByClient),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// Completes the handshake and closes at once: a limit refused the client.
+async fn refuse(metrics: &Metrics, mut stream: TcpStream, mut greeting: Vec<u8>, why: Rejected) {
+    metrics.rejected(why);
+    frame::encode_close(
+        CLOSE_TRY_AGAIN_LATER,
+        "server busy, try again later",
+        &mut greeting,
+    );
+    let _ = stream.write_all(&greeting).await;
+}
+
+/// The whole life of a WebSocket on its room's home core. `join` puts the client in
+/// its room first and only then does it hear the `greeting` (`101`), so every
+/// broadcast after its handshake reaches it.
+///
+/// This task is most of what an idle WebSocket costs, so rare steps (refusal, lingering
+/// after our close frame) are boxed rather than carried in its state, and nothing from
+/// the handshake outlives the join.
+pub async fn serve<M: Member>(
+    context: Rc<WsContext>,
+    stream: TcpStream,
+    greeting: Vec<u8>,
+    leftover: Vec<u8>,
+    endpoint: Endpoint,
+    join: impl FnOnce(&Rc<Slot>) -> Result<M, Rejected>,
+) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let metrics = context.metrics.clone();
+    let permit = match context.admission.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(why) => return Box::pin(refuse(&metrics, stream, greeting, why)).await,
+    };
+    let sockets = context.sockets.clone();
+    let slot = sockets.new_slot();
+    slot.outbox().borrow_mut().extend_from_slice(&greeting);
+    let member = match join(&slot) {
+        Ok(member) => member,
+        Err(why) => {
+            sockets.drop_slot(&slot);
+            return Box::pin(refuse(&metrics, stream, greeting, why)).await;
+        }
+    };
+    drop(greeting);
+    metrics.opened(endpoint);
+    let mut connection = Connection::new(context, stream, slot.clone(), member, leftover);
+    let ending = (&mut connection).await;
+    let (member, stream) = connection.into_parts();
+    member.leave();
+    sockets.drop_slot(&slot);
+    metrics.closed(endpoint);
+    drop(permit);
+    if ending == Ending::ByServer {
+        // After our close frame the client may still answer it.
+        Box::pin(super::linger::linger(stream)).await;
     }
 }

@@ -1,0 +1,273 @@
+//! One core's world, built in one place: its connections' bookkeeping, the services
+//! homed here and the handles they are given, and the way to the other cores.
+//! Everything in it is touched by this core only (`Rc`, `Cell`, `RefCell`); what
+//! crosses cores goes through [`super::calls`].
+
+use super::calls::{CallError, Peers};
+use crate::api::ws::Services;
+use crate::api::{Api, Scrape};
+use crate::chant::{ChantConfig, Chanter};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::menu::MenuIndex;
+use crate::metrics::{JournalFigures, Metrics, Snapshot};
+use crate::net::admission::{Admission, ConnectionCounts};
+use crate::net::drain::Drain;
+use crate::net::http::{HttpContext, HttpLimits};
+use crate::net::sockets::{HeartbeatSettings, Sockets};
+use crate::net::ws::WsContext;
+use crate::orders::book::{OrderBook, OrderError};
+use crate::orders::index::OrderIndex;
+use crate::orders::{Order, Status};
+use crate::services::confirm::{BatchSettings, Batches};
+use crate::services::lobby::{Lobbies, LobbySettings};
+use crate::services::orders::{LocalDesk, OrderDesk};
+use crate::services::rooms::{RoomSettings, Rooms};
+use crate::services::screens::{ScreenSettings, Viewers};
+use crate::services::RoomBudget;
+use futures_lite::future::BoxedLocal;
+use glommio::channels::channel_mesh::Senders;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+/// The core that owns the order journal.
+pub const JOURNAL_OWNER: usize = 0;
+
+/// What every core shares read-only (or through atomics touched once per connection).
+pub struct Shared {
+    pub config: Config,
+    pub staff_token: String,
+    pub index: Arc<OrderIndex>,
+    pub connections: Arc<ConnectionCounts>,
+}
+
+pub struct Core {
+    pub id: usize,
+    pub cores: usize,
+    pub shared: Arc<Shared>,
+    pub metrics: Rc<Metrics>,
+    pub sockets: Rc<Sockets>,
+    pub admission: Rc<Admission>,
+    pub drain: Rc<Drain>,
+    /// Only on [`JOURNAL_OWNER`].
+    pub book: Option<Rc<OrderBook>>,
+    pub services: Services,
+    pub http: Rc<HttpContext<Api>>,
+    pub ws: Rc<WsContext>,
+    chanter: Rc<Chanter>,
+    pub(super) peers: Peers,
+}
+
+impl Core {
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        mesh: Senders<super::calls::Envelope>,
+        book: Option<Rc<OrderBook>>,
+    ) -> Rc<Core> {
+        Rc::new_cyclic(|core: &Weak<Core>| {
+            let config = &shared.config;
+            let clock = Rc::new(Clock::real());
+            let metrics = Rc::new(Metrics::default());
+            let budget = Rc::new(RoomBudget::new(config.rooms_per_core_max));
+            let desk: Rc<dyn OrderDesk> = match &book {
+                Some(book) => Rc::new(LocalDesk(book.clone())),
+                None => Rc::new(RemoteDesk(core.clone())),
+            };
+            let chanter = Rc::new(chanter(config, id));
+            let services = Services {
+                rooms: Rc::new(Rooms::new(
+                    RoomSettings::from_config(config),
+                    clock.clone(),
+                    metrics.clone(),
+                    budget.clone(),
+                )),
+                lobbies: Rc::new(Lobbies::new(
+                    LobbySettings {
+                        size: config.lobby_size,
+                        delay_s: config.lobby_delay_s,
+                    },
+                    metrics.clone(),
+                    budget.clone(),
+                )),
+                confirms: Rc::new(Batches::new(
+                    BatchSettings {
+                        timeout_ms: config.confirm_timeout_ms,
+                        clients_max: config.room_clients_max,
+                        store_id: config.store_id.clone(),
+                    },
+                    desk.clone(),
+                    metrics.clone(),
+                    budget,
+                )),
+                screens: book.as_ref().map(|_| {
+                    let settings = ScreenSettings {
+                        store_id: config.store_id.clone(),
+                        staff_token: shared.staff_token.clone(),
+                        viewers_max: config.room_clients_max,
+                    };
+                    Rc::new(Viewers::new(
+                        settings,
+                        shared.index.clone(),
+                        metrics.clone(),
+                    ))
+                }),
+            };
+            let admission = Rc::new(Admission::new(
+                shared.connections.clone(),
+                config.connections_max,
+                config.connections_per_ip_max,
+            ));
+            let sockets = Rc::new(Sockets::new(
+                clock,
+                HeartbeatSettings {
+                    ping_interval_ms: config.ws_ping_interval_ms,
+                    idle_timeout_ms: config.ws_idle_timeout_ms,
+                },
+                config.ws_message_bytes_max,
+            ));
+            let drain = Rc::new(Drain::default());
+            let api = Api {
+                store_id: config.store_id.clone(),
+                staff_token: shared.staff_token.clone(),
+                index: shared.index.clone(),
+                desk,
+                chanter: chanter.clone(),
+                scrape: Rc::new(ScrapeAll(core.clone())),
+            };
+            let http = Rc::new(HttpContext {
+                router: Rc::new(api),
+                admission: admission.clone(),
+                metrics: metrics.clone(),
+                drain: drain.clone(),
+                limits: HttpLimits::from_config(config),
+            });
+            let ws = Rc::new(WsContext {
+                sockets: sockets.clone(),
+                metrics: metrics.clone(),
+                admission: admission.clone(),
+                message_bytes_max: config.ws_message_bytes_max,
+            });
+            Core {
+                id,
+                cores: config.cores,
+                shared: shared.clone(),
+                metrics,
+                sockets,
+                admission,
+                drain,
+                book,
+                services,
+                http,
+                ws,
+                chanter,
+                peers: Peers::new(mesh),
+            }
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The journal owner's book. Panics elsewhere: order jobs run on the owner only.
+    pub fn book(&self) -> &Rc<OrderBook> {
+        self.book
+            .as_ref()
+            .expect("order calls go to the journal owner")
+    }
+
+    /// This core's metrics.
+    fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.chant_fallbacks = self.chanter.fallbacks();
+        snapshot.chant_backend_successes = self.chanter.backend_successes();
+        if let Some(book) = &self.book {
+            let stats = book.stats();
+            snapshot.journal = Some(JournalFigures {
+                syncs: stats.syncs,
+                records: stats.records,
+                sync_latency_us: stats.sync_latency_us,
+            });
+        }
+        snapshot
+    }
+}
+
+fn chanter(config: &Config, core_id: usize) -> Chanter {
+    let chant_config = ChantConfig {
+        gemini_api_key: config.gemini_api_key.clone(),
+        gemini_url: config.gemini_url.clone(),
+        gemini_model: config.gemini_model.clone(),
+        timeout_ms: config.chant_timeout_ms,
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (core_id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    Chanter::new(chant_config, seed)
+}
+
+/// The order desk of a core without the journal: each request is a call to the owner.
+struct RemoteDesk(Weak<Core>);
+
+impl RemoteDesk {
+    fn call<F>(&self, job: F) -> BoxedLocal<Result<Order, OrderError>>
+    where
+        F: FnOnce(Rc<OrderBook>) -> BoxedLocal<Result<Order, OrderError>> + Send + 'static,
+    {
+        let core = self.0.upgrade();
+        Box::pin(async move {
+            let core = core.ok_or(OrderError::Unavailable)?;
+            let answer = core
+                .invoke_on(JOURNAL_OWNER, move |owner| job(owner.book().clone()))
+                .await;
+            answer.unwrap_or_else(|e: CallError| {
+                log::warn!("core {}: an order call failed: {e}", core.id);
+                Err(OrderError::Unavailable)
+            })
+        })
+    }
+}
+
+impl OrderDesk for RemoteDesk {
+    fn create(
+        &self,
+        menu: MenuIndex,
+        idempotency_key: Option<Box<[u8]>>,
+    ) -> BoxedLocal<Result<Order, OrderError>> {
+        self.call(move |book| LocalDesk(book).create(menu, idempotency_key))
+    }
+
+    fn advance(&self, number: u64, to: Status) -> BoxedLocal<Result<Order, OrderError>> {
+        self.call(move |book| LocalDesk(book).advance(number, to))
+    }
+}
+
+/// Gathers every core's metrics at once for a scrape.
+struct ScrapeAll(Weak<Core>);
+
+impl Scrape for ScrapeAll {
+    fn snapshot_all(&self) -> BoxedLocal<Snapshot> {
+        let core = self.0.upgrade();
+        Box::pin(async move {
+            let Some(core) = core else {
+                return Snapshot::default();
+            };
+            let mut total: Option<Snapshot> = None;
+            for (peer, answer) in core
+                .invoke_on_all(|core| async move { Box::new(core.snapshot()) })
+                .await
+                .into_iter()
+                .enumerate()
+            {
+                match (answer, &mut total) {
+                    (Ok(snapshot), None) => total = Some(*snapshot),
+                    (Ok(snapshot), Some(total)) => total.merge(*snapshot),
+                    (Err(e), _) => log::warn!("metrics of core {peer} are missing: {e}"),
+                }
+            }
+            total.unwrap_or_default()
+        })
+    }
+}
