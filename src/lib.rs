@@ -19,6 +19,7 @@ pub mod meter;
 pub mod metrics;
 pub mod net;
 pub mod orders;
+pub mod placement;
 pub mod runtime;
 pub mod screens;
 pub mod services;

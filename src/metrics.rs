@@ -148,6 +148,22 @@ pub struct Snapshot {
     pub journal: Option<JournalFigures>,
     pub chant_fallbacks: u64,
     pub chant_backend_successes: u64,
+    /// One entry per core merged in, so an operator sees the balance.
+    pub cores: Vec<CoreFigures>,
+}
+
+/// What one core carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoreFigures {
+    pub core: usize,
+    /// Rooms, lobbies and confirm batches homed on the core.
+    pub rooms: usize,
+    /// WebSockets on the core.
+    pub members: usize,
+    /// WebSocket frames the core sent.
+    pub frames_out: u64,
+    /// CPU time the core's executor thread has used.
+    pub busy_s: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +213,7 @@ impl Snapshot {
         }
         self.chant_fallbacks += other.chant_fallbacks;
         self.chant_backend_successes += other.chant_backend_successes;
+        self.cores.extend(other.cores);
     }
 
     /// Prometheus text exposition format, version 0.0.4.
@@ -375,7 +392,44 @@ impl Snapshot {
             "kakigori_chant_backend_lines_total {}",
             self.chant_backend_successes
         );
+        render_cores(&self.cores, o);
         out
+    }
+}
+
+/// The per-core gauges and counters, labelled `core`.
+fn render_cores(cores: &[CoreFigures], o: &mut String) {
+    let rows: [(&str, &str, &str, fn(&CoreFigures) -> String); 4] = [
+        (
+            "kakigori_core_rooms",
+            "gauge",
+            "Rooms, lobbies and confirm batches homed on each core.",
+            |c| c.rooms.to_string(),
+        ),
+        (
+            "kakigori_core_websockets",
+            "gauge",
+            "WebSockets on each core.",
+            |c| c.members.to_string(),
+        ),
+        (
+            "kakigori_core_ws_frames_out_total",
+            "counter",
+            "WebSocket frames each core sent.",
+            |c| c.frames_out.to_string(),
+        ),
+        (
+            "kakigori_core_busy_seconds_total",
+            "counter",
+            "CPU time of each core's executor thread.",
+            |c| format!("{:.6}", c.busy_s),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        header(o, name, kind, help);
+        for core in cores {
+            let _ = writeln!(o, "{name}{{core=\"{}\"}} {}", core.core, value(core));
+        }
     }
 }
 

@@ -97,16 +97,18 @@ fn rooms_are_isolated_and_may_live_on_different_cores() {
             "room {i} sees only its own value"
         );
     }
-    let homes: std::collections::BTreeSet<usize> = (0..6)
-        .map(|i| {
-            kakigori::runtime::placement::home_core(
-                kakigori::http::route::WsKind::Meter,
-                &format!("room-{i}"),
-                2,
-            )
-        })
-        .collect();
-    assert_eq!(homes.len(), 2, "the test's rooms span both cores");
+    let metrics = server.get("/metrics").text();
+    for core in 0..2 {
+        let rooms: u64 = metric(&metrics, &format!("kakigori_core_rooms{{core=\"{core}\"}}"));
+        assert!(
+            rooms >= 1,
+            "core {core} is home to some of the rooms:\n{metrics}"
+        );
+    }
+    let rooms: u64 = (0..2)
+        .map(|core| metric(&metrics, &format!("kakigori_core_rooms{{core=\"{core}\"}}")))
+        .sum();
+    assert_eq!(rooms, 6, "each room lives on exactly one core");
 }
 
 #[test]
@@ -411,4 +413,54 @@ fn a_websocket_outlives_the_http_head_timeout() {
         (9.0, 1),
         "the quiet client is still connected"
     );
+}
+
+/// The value of the metric line that starts with `series`.
+fn metric(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
+#[test]
+fn the_four_menu_rooms_are_spread_over_both_cores() {
+    let server = Server::start(&["--cores", "2", "--meter-interval-ms", "0"]);
+    let menu = ["giiku-sai", "giiku-haku", "giiku-ten", "giiku-camp"];
+    let mut clients: Vec<Ws> = menu
+        .iter()
+        .map(|room| server.ws(&format!("/ws?room={room}")))
+        .collect();
+    for client in &mut clients {
+        send_text(client, r#"{"value": 0.5}"#);
+        assert_eq!(reading(client), (0.5, 1));
+    }
+    let metrics = server.get("/metrics").text();
+    for core in 0..2 {
+        let series = format!("kakigori_core_rooms{{core=\"{core}\"}}");
+        assert_eq!(metric(&metrics, &series), 2, "{metrics}");
+    }
+}
+
+#[test]
+fn a_room_that_closes_and_reopens_keeps_one_home() {
+    // Clients join and leave a room from both cores' accept queues at once, so hand-offs
+    // are in flight while the room closes and reopens. Whatever the interleaving, the
+    // members connected at the same time must hear each other: one room, one core.
+    let server = Server::start(&["--cores", "2", "--meter-interval-ms", "0"]);
+    for round in 0..40 {
+        let mut a = server.ws("/ws?room=flicker");
+        let mut b = server.ws("/ws?room=flicker");
+        send_text(&mut a, &format!(r#"{{"value": {}}}"#, round + 1));
+        assert_eq!(reading(&mut b), ((round + 1) as f64, 1), "round {round}");
+        a.close(None).unwrap();
+        b.close(None).unwrap();
+        while a.read().is_ok() {}
+        while b.read().is_ok() {}
+    }
+    let metrics = server.get("/metrics").text();
+    let rooms: u64 = (0..2)
+        .map(|core| metric(&metrics, &format!("kakigori_core_rooms{{core=\"{core}\"}}")))
+        .sum();
+    assert_eq!(rooms, 0, "a closed room leaves nothing behind:\n{metrics}");
 }

@@ -55,6 +55,18 @@ impl Services {
     }
 }
 
+impl Services {
+    /// Whether the room, lobby or batch `room` of `kind` is open on this core.
+    pub fn is_open(&self, kind: WsKind, room: &str) -> bool {
+        match kind {
+            WsKind::Meter => self.rooms.members(room) > 0,
+            WsKind::Stay => self.lobbies.is_open(room),
+            WsKind::Confirm => self.confirms.is_open(room),
+            WsKind::Kitchen | WsKind::Board => true,
+        }
+    }
+}
+
 impl Member for Role {
     fn on_text(&mut self, text: &[u8]) {
         match self {

@@ -5,7 +5,7 @@
 //! newest broadcast frame, which is shared bytes written as-is (conflation: a client
 //! that fell behind skips straight to the newest).
 
-use super::admission::Admission;
+use super::admission::Permit;
 use super::sockets::Sockets;
 use crate::limits::{CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER};
 use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
@@ -45,7 +45,6 @@ pub trait Member: Unpin {
 pub struct WsContext {
     pub sockets: Rc<Sockets>,
     pub metrics: Rc<Metrics>,
-    pub admission: Rc<Admission>,
     pub message_bytes_max: usize,
 }
 
@@ -300,7 +299,12 @@ impl<M: Member> Future for Connection<M> {
 }
 
 /// Completes the handshake and closes at once: a limit refused the client.
-async fn refuse(metrics: &Metrics, mut stream: TcpStream, mut greeting: Vec<u8>, why: Rejected) {
+pub async fn refuse(
+    metrics: &Metrics,
+    mut stream: TcpStream,
+    mut greeting: Vec<u8>,
+    why: Rejected,
+) {
     metrics.rejected(why);
     frame::encode_close(
         CLOSE_TRY_AGAIN_LATER,
@@ -310,7 +314,7 @@ async fn refuse(metrics: &Metrics, mut stream: TcpStream, mut greeting: Vec<u8>,
     let _ = stream.write_all(&greeting).await;
 }
 
-/// The whole life of a WebSocket on its room's home core. `join` puts the client in
+/// The whole life of an admitted WebSocket on its room's home core. `join` puts the client in
 /// its room first and only then does it hear the `greeting` (`101`), so every
 /// broadcast after its handshake reaches it.
 ///
@@ -320,17 +324,13 @@ async fn refuse(metrics: &Metrics, mut stream: TcpStream, mut greeting: Vec<u8>,
 pub async fn serve<M: Member>(
     context: Rc<WsContext>,
     stream: TcpStream,
+    permit: Permit,
     greeting: Vec<u8>,
     leftover: Vec<u8>,
     endpoint: Endpoint,
     join: impl FnOnce(&Rc<Slot>) -> Result<M, Rejected>,
 ) {
-    let Ok(peer) = stream.peer_addr() else { return };
     let metrics = context.metrics.clone();
-    let permit = match context.admission.admit(peer.ip()) {
-        Ok(permit) => permit,
-        Err(why) => return Box::pin(refuse(&metrics, stream, greeting, why)).await,
-    };
     let sockets = context.sockets.clone();
     let slot = sockets.new_slot();
     slot.outbox().borrow_mut().extend_from_slice(&greeting);

@@ -30,6 +30,9 @@ pub struct Handoff {
     /// A duplicate of the socket's descriptor; the sending core has dropped its own.
     pub fd: RawFd,
     pub joining: Joining,
+    /// Cores it went through already: a room that moved while the socket was in
+    /// flight sends it on again, a bounded number of times.
+    pub hops: u8,
 }
 
 /// What travels between two cores.

@@ -10,7 +10,7 @@ use crate::chant::{ChantConfig, Chanter};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::menu::MenuIndex;
-use crate::metrics::{JournalFigures, Metrics, Snapshot};
+use crate::metrics::{CoreFigures, JournalFigures, Metrics, Snapshot};
 use crate::net::admission::{Admission, ConnectionCounts};
 use crate::net::drain::Drain;
 use crate::net::http::{HttpContext, HttpLimits};
@@ -19,6 +19,7 @@ use crate::net::ws::WsContext;
 use crate::orders::book::{OrderBook, OrderError};
 use crate::orders::index::OrderIndex;
 use crate::orders::{Order, Status};
+use crate::placement::Placement;
 use crate::services::confirm::{BatchSettings, Batches};
 use crate::services::lobby::{Lobbies, LobbySettings};
 use crate::services::orders::{LocalDesk, OrderDesk};
@@ -39,6 +40,8 @@ pub struct Shared {
     pub staff_token: String,
     pub index: Arc<OrderIndex>,
     pub connections: Arc<ConnectionCounts>,
+    /// Which core each room lives on.
+    pub placement: Arc<Placement>,
 }
 
 pub struct Core {
@@ -69,7 +72,11 @@ impl Core {
             let config = &shared.config;
             let clock = Rc::new(Clock::real());
             let metrics = Rc::new(Metrics::default());
-            let budget = Rc::new(RoomBudget::new(config.rooms_per_core_max));
+            let budget = Rc::new(RoomBudget::new(
+                config.rooms_per_core_max,
+                shared.placement.clone(),
+                id,
+            ));
             let desk: Rc<dyn OrderDesk> = match &book {
                 Some(book) => Rc::new(LocalDesk(book.clone())),
                 None => Rc::new(RemoteDesk(core.clone())),
@@ -145,7 +152,6 @@ impl Core {
             let ws = Rc::new(WsContext {
                 sockets: sockets.clone(),
                 metrics: metrics.clone(),
-                admission: admission.clone(),
                 message_bytes_max: config.ws_message_bytes_max,
             });
             Core {
@@ -180,6 +186,13 @@ impl Core {
     /// This core's metrics.
     fn snapshot(&self) -> Snapshot {
         let mut snapshot = self.metrics.snapshot();
+        snapshot.cores.push(CoreFigures {
+            core: self.id,
+            rooms: self.shared.placement.load(self.id).rooms,
+            members: self.sockets.len(),
+            frames_out: snapshot.ws_out,
+            busy_s: thread_cpu_s(),
+        });
         snapshot.chant_fallbacks = self.chanter.fallbacks();
         snapshot.chant_backend_successes = self.chanter.backend_successes();
         if let Some(book) = &self.book {
@@ -192,6 +205,19 @@ impl Core {
         }
         snapshot
     }
+}
+
+/// CPU time the calling thread has used: on an executor, how busy its core is.
+fn thread_cpu_s() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; the clock id is valid.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } != 0 {
+        return 0.0;
+    }
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
 }
 
 fn chanter(config: &Config, core_id: usize) -> Chanter {

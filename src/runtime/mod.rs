@@ -6,7 +6,6 @@ pub mod core;
 pub mod listen;
 mod memory;
 pub mod notify;
-pub mod placement;
 pub mod shutdown;
 mod uring_probe;
 
@@ -90,6 +89,7 @@ pub fn run(config: Config) -> Result<(), String> {
         staff_token,
         index,
         connections: Arc::default(),
+        placement: Arc::new(crate::placement::Placement::new(cores, JOURNAL_OWNER)),
     });
     let report = shared.clone();
     let mesh = MeshBuilder::<Envelope, _>::full(cores, CROSS_CORE_QUEUE_MAX);
@@ -284,18 +284,24 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
     }
 }
 
+/// Times a WebSocket may be passed on because its room moved while it was in flight;
+/// beyond that it is refused with "try again later" (only a room closing and reopening
+/// elsewhere again and again can cause it).
+const HOPS_MAX: u8 = 3;
+
 /// Takes a freshly upgraded socket to its room: here, or on its home core.
 async fn start_ws(core: Rc<Core>, stream: TcpStream, joining: Joining) {
-    let home = placement::home_core(joining.kind, &joining.room, core.cores);
-    if home == core.id {
-        serve_ws(core, stream, joining).await;
-        return;
-    }
+    serve_ws(core, stream, joining, 0).await;
+}
+
+/// Sends a socket to core `home`.
+async fn send_to(core: &Core, home: usize, stream: TcpStream, joining: Joining, hops: u8) {
     // SAFETY: dup(2) of a descriptor we own; the copy travels to the home core.
     let fd = unsafe { libc::dup(stream.as_raw_fd()) };
     drop(stream);
     if fd >= 0 {
-        let _ = Box::pin(core.peers.hand_off(home, Handoff { fd, joining })).await;
+        let handoff = Handoff { fd, joining, hops };
+        let _ = Box::pin(core.peers.hand_off(home, handoff)).await;
     }
 }
 
@@ -303,20 +309,45 @@ async fn start_ws(core: Rc<Core>, stream: TcpStream, joining: Joining) {
 fn adopt(core: Rc<Core>, handoff: Handoff) {
     // SAFETY: the sender duplicated this descriptor for us and closed its own copy.
     let stream = unsafe { TcpStream::from_raw_fd(handoff.fd) };
-    glommio::spawn_local(serve_ws(core, stream, handoff.joining)).detach();
+    glommio::spawn_local(serve_ws(core, stream, handoff.joining, handoff.hops)).detach();
 }
 
-/// A WebSocket on its home core, in the service its path names.
-async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining) {
+/// A WebSocket in the service its path names, if its room lives here; otherwise on its
+/// way to the core where it does.
+async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8) {
+    let placement = core.shared.placement.clone();
+    let (kind, id) = (joining.kind, core.id);
+    // From reading the directory to joining the room nothing awaits, so the room
+    // cannot close and move in between.
+    let home = placement.home(kind, &joining.room);
+    if home != id {
+        if hops < HOPS_MAX {
+            return send_to(&core, home, stream, joining, hops + 1).await;
+        }
+        let why = crate::metrics::Rejected::RoomsMax;
+        return crate::net::ws::refuse(&core.metrics, stream, joining.greeting, why).await;
+    }
     let Joining {
-        kind,
         room,
         greeting,
         leftover,
+        ..
     } = joining;
+    let Ok(peer) = stream.peer_addr() else { return };
+    let permit = match core.admission.admit(peer.ip()) {
+        Ok(permit) => permit,
+        Err(why) => {
+            if !core.services.is_open(kind, &room) {
+                placement.release(kind, &room, id);
+            }
+            return Box::pin(crate::net::ws::refuse(&core.metrics, stream, greeting, why)).await;
+        }
+    };
     let context = core.ws.clone();
     let endpoint = crate::api::ws::endpoint(kind);
     // The room name moves into the join and is gone once the client has joined.
     let join = move |slot: &Rc<_>| core.services.join(kind, &room, slot);
-    crate::net::ws::serve(context, stream, greeting, leftover, endpoint, join).await;
+    placement.members_delta(id, 1);
+    crate::net::ws::serve(context, stream, permit, greeting, leftover, endpoint, join).await;
+    placement.members_delta(id, -1);
 }

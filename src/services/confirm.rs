@@ -6,6 +6,7 @@
 
 use super::orders::OrderDesk;
 use super::RoomBudget;
+use crate::http::route::WsKind;
 use crate::limits::CLOSE_NORMAL;
 use crate::menu::{self, MenuIndex};
 use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
@@ -84,6 +85,10 @@ impl Batches {
         self.len() == 0
     }
 
+    pub fn is_open(&self, room: &str) -> bool {
+        menu::find(room).is_some_and(|menu| self.batches.borrow().contains_key(&menu))
+    }
+
     /// Adds a client to the open batch of menu item `room` (checked by the upgrade).
     pub fn join(self: &Rc<Self>, room: &str, slot: &Rc<Slot>) -> Result<Member, Rejected> {
         let menu = menu::find(room).expect("the upgrade checked the menu item");
@@ -91,7 +96,7 @@ impl Batches {
         let batch = match map.entry(menu) {
             Entry::Occupied(open) => open.into_mut(),
             Entry::Vacant(vacant) => {
-                self.budget.open()?;
+                self.budget.open(WsKind::Confirm, room)?;
                 let id = self.next_id.get() + 1;
                 self.next_id.set(id);
                 self.metrics.room_delta(Endpoint::Confirm, 1);
@@ -148,7 +153,7 @@ impl Batches {
         let Some(batch) = self.batches.borrow_mut().remove(&menu) else {
             return;
         };
-        self.closed_one();
+        self.closed_one(menu);
         for (slot, _) in batch.members {
             let created = self.desk.create(menu, None);
             let store_id = self.settings.store_id.clone();
@@ -168,8 +173,8 @@ impl Batches {
         }
     }
 
-    fn closed_one(&self) {
-        self.budget.close();
+    fn closed_one(&self, menu: MenuIndex) {
+        self.budget.close(WsKind::Confirm, menu::item(menu).id);
         self.metrics.room_delta(Endpoint::Confirm, -1);
     }
 }
@@ -218,7 +223,7 @@ impl Member {
             if batch.members.is_empty() {
                 map.remove(&self.menu);
                 drop(map);
-                batches.closed_one();
+                batches.closed_one(self.menu);
                 return;
             }
         }
@@ -230,7 +235,7 @@ impl Member {
 mod tests {
     use super::*;
     use crate::services::orders::memory::MemoryDesk;
-    use crate::services::testing::{metrics, slot, texts};
+    use crate::services::testing::{budget, metrics, slot, texts};
 
     fn batches(timeout_ms: u64) -> (Rc<Batches>, Rc<MemoryDesk>) {
         let desk = Rc::new(MemoryDesk::default());
@@ -239,12 +244,7 @@ mod tests {
             clients_max: 10,
             store_id: "store-001".into(),
         };
-        let batches = Rc::new(Batches::new(
-            settings,
-            desk.clone(),
-            metrics(),
-            Rc::new(RoomBudget::new(10)),
-        ));
+        let batches = Rc::new(Batches::new(settings, desk.clone(), metrics(), budget(10)));
         (batches, desk)
     }
 

@@ -5,6 +5,7 @@
 //! each client is in exactly one group and no group ever has four.
 
 use super::RoomBudget;
+use crate::http::route::WsKind;
 use crate::limits::CLOSE_NORMAL;
 use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
 use crate::ws::slot::Slot;
@@ -77,18 +78,22 @@ impl Lobbies {
         self.len() == 0
     }
 
+    pub fn is_open(&self, room: &str) -> bool {
+        self.lobbies.borrow().contains_key(room)
+    }
+
     /// Adds a client to lobby `room`; the one that fills it starts the group.
     pub fn join(self: &Rc<Self>, room: &str, slot: &Rc<Slot>) -> Result<Member, Rejected> {
         let mut lobbies = self.lobbies.borrow_mut();
         if !lobbies.contains_key(room) {
-            self.budget.open()?;
+            self.budget.open(WsKind::Stay, room)?;
             self.metrics.room_delta(Endpoint::Stay, 1);
         }
         let waiting = lobbies.entry(room.to_string()).or_default();
         waiting.push(slot.clone());
         if waiting.len() >= self.settings.size {
             let group = lobbies.remove(room).unwrap_or_default();
-            self.closed_one();
+            self.closed_one(room);
             let text = message(group.len(), &start_time(Utc::now(), self.settings.delay_s));
             for member in &group {
                 member.send_text(&text);
@@ -104,8 +109,8 @@ impl Lobbies {
         })
     }
 
-    fn closed_one(&self) {
-        self.budget.close();
+    fn closed_one(&self, room: &str) {
+        self.budget.close(WsKind::Stay, room);
         self.metrics.room_delta(Endpoint::Stay, -1);
     }
 }
@@ -151,7 +156,7 @@ impl Member {
         waiting.remove(position);
         if waiting.is_empty() {
             lobbies.remove(&self.room);
-            self.lobbies.closed_one();
+            self.lobbies.closed_one(&self.room);
         } else {
             announce(waiting);
         }
@@ -161,16 +166,12 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::testing::{metrics, slot, texts};
+    use crate::services::testing::{budget, metrics, slot, texts};
     use chrono::TimeZone;
 
     fn lobbies(size: usize, rooms_max: usize) -> Rc<Lobbies> {
         let settings = LobbySettings { size, delay_s: 10 };
-        Rc::new(Lobbies::new(
-            settings,
-            metrics(),
-            Rc::new(RoomBudget::new(rooms_max)),
-        ))
+        Rc::new(Lobbies::new(settings, metrics(), budget(rooms_max)))
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::RoomBudget;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::http::route::WsKind;
 use crate::limits::METER_BUCKET_MS;
 use crate::meter::broadcast::{Broadcast, Cursor};
 use crate::meter::rate::RateLimit;
@@ -132,7 +133,7 @@ impl Rooms {
     }
 
     fn open(&self, name: &str) -> Result<Rc<Room>, Rejected> {
-        self.budget.open()?;
+        self.budget.open(WsKind::Meter, name)?;
         let window_ms = self.settings.window_ms;
         let window = Window::new(window_ms, METER_BUCKET_MS.min(window_ms))
             .expect("window length was validated with the configuration");
@@ -254,7 +255,7 @@ impl Member {
         }
         if members.is_empty() {
             self.rooms.rooms.borrow_mut().remove(&self.room.name);
-            self.rooms.budget.close();
+            self.rooms.budget.close(WsKind::Meter, &self.room.name);
             self.rooms.metrics.room_delta(Endpoint::Meter, -1);
         }
     }
@@ -263,7 +264,7 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::testing::{metrics, slot};
+    use crate::services::testing::{budget, metrics, slot};
 
     fn rooms(interval_ms: u64, clients_max: usize, rooms_max: usize) -> Rc<Rooms> {
         let settings = RoomSettings {
@@ -276,7 +277,7 @@ mod tests {
             settings,
             Rc::new(Clock::manual(1_000)),
             metrics(),
-            Rc::new(RoomBudget::new(rooms_max)),
+            budget(rooms_max),
         ))
     }
 

@@ -1,9 +1,21 @@
 //! What the services' unit tests share: members that are bare slots, and a reader of
 //! the frames a service queued for them.
 
+use super::RoomBudget;
 use crate::metrics::Metrics;
+use crate::placement::Placement;
 use crate::ws::slot::Slot;
 use std::rc::Rc;
+use std::sync::Arc;
+
+/// A budget of `rooms_max` rooms on the only core.
+pub fn budget(rooms_max: usize) -> Rc<RoomBudget> {
+    Rc::new(RoomBudget::new(
+        rooms_max,
+        Arc::new(Placement::new(1, 0)),
+        0,
+    ))
+}
 
 pub fn slot() -> Rc<Slot> {
     Rc::new(Slot::new(0, u64::MAX / 2))
