@@ -399,7 +399,13 @@ impl Snapshot {
 
 /// The per-core gauges and counters, labelled `core`.
 fn render_cores(cores: &[CoreFigures], o: &mut String) {
-    let rows: [(&str, &str, &str, fn(&CoreFigures) -> String); 4] = [
+    type Row = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&CoreFigures) -> String,
+    );
+    let rows: [Row; 4] = [
         (
             "kakigori_core_rooms",
             "gauge",

@@ -14,6 +14,7 @@
 //!   names, right after that core has read the entry;
 //! * only the core an entry names removes it, in the same step that closes (or fails to
 //!   open) its instance.
+//!
 //! So a room's instance exists only on the core its entry names. A connection that
 //! arrives for a room that moved (closed and reopened elsewhere while the connection
 //! was in flight) reads the directory again and is passed on.
