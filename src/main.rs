@@ -4,22 +4,9 @@ use kakigori::config::{self, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let command = match config::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
-        Ok(command) => command,
-        Err(e) => {
-            eprintln!("kakigori: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` and `--version` exit 0 here; a bad value exits 2, naming the flag.
+    let command = config::parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match command {
-        Command::Help => {
-            print!("{}", config::help());
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("kakigori {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
         Command::Healthcheck(config) => kakigori::healthcheck::probe(&config),
         Command::Serve(config) => {
             kakigori::logger::init(&config.log);

@@ -246,10 +246,17 @@ fn notify_socket(dir: &std::path::Path) -> (UnixDatagram, std::path::PathBuf) {
     (socket, path)
 }
 
+/// The next notification, its `KEY=value` lines joined by newlines. The protocol allows
+/// a final newline too (sd-notify ends every line with one); it is dropped here.
 fn datagram(socket: &UnixDatagram) -> String {
+    try_datagram(socket).expect("a notification in time")
+}
+
+fn try_datagram(socket: &UnixDatagram) -> std::io::Result<String> {
     let mut buf = [0u8; 1024];
-    let n = socket.recv(&mut buf).expect("a notification in time");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    let n = socket.recv(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
 }
 
 #[test]
@@ -321,9 +328,8 @@ fn notifies_systemd_ready_watchdog_and_stopping_in_order() {
     assert!(log.contains("shutdown complete"), "{log}");
     // Nothing but (late) watchdog pings after STOPPING, and never READY again.
     socket.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 1024];
-    while let Ok(n) = socket.recv(&mut buf) {
-        assert_eq!(&buf[..n], b"WATCHDOG=1");
+    while let Ok(message) = try_datagram(&socket) {
+        assert_eq!(message, "WATCHDOG=1");
     }
 }
 
@@ -353,4 +359,28 @@ fn watchdog_stays_quiet_when_meant_for_another_process() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     assert_eq!(datagram(&socket), "STOPPING=1\nSTATUS=shutting down");
+}
+
+#[test]
+fn a_notify_socket_that_cannot_be_used_is_logged_and_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone.sock");
+    for (socket, warning) in [
+        (
+            "@kakigori-abstract-notify",
+            "only absolute paths are supported",
+        ),
+        (gone.to_str().unwrap(), "cannot notify systemd"),
+    ] {
+        let mut server = Server::start_with_env(
+            &dir.path().join("data"),
+            &[],
+            &[("NOTIFY_SOCKET", socket), ("WATCHDOG_USEC", "100000")],
+        );
+        assert_eq!(server.get("/healthz").status, 200);
+        wait_for_log(&server, warning);
+        let (status, _) =
+            signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(0), "{socket}: {}", server.log_text());
+    }
 }

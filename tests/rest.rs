@@ -400,28 +400,3 @@ fn a_slow_head_is_cut_off() {
         "an idle connection is closed silently"
     );
 }
-
-#[test]
-fn help_and_bad_values() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kakigori"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let help = String::from_utf8_lossy(&output.stdout);
-    for flag in [
-        "--listen",
-        "--data-dir",
-        "--meter-interval-ms",
-        "KAKIGORI_METER_INTERVAL_MS",
-        "--store-id",
-    ] {
-        assert!(help.contains(flag), "help lacks {flag}");
-    }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kakigori"))
-        .env("KAKIGORI_CORES", "zero")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("KAKIGORI_CORES"));
-}

@@ -1,22 +1,25 @@
-//! systemd's service notification protocol (sd_notify(3)), by hand: a few datagrams to
-//! the socket named by `$NOTIFY_SOCKET` (a path, or an abstract name written `@name`).
-//! `READY=1` once every core listens, `WATCHDOG=1` every half of `$WATCHDOG_USEC` while
-//! every core's executor is still running its tasks, `STOPPING=1` when shutdown begins.
-//! Without `$NOTIFY_SOCKET` (not under systemd) every call does nothing, and a socket
-//! that has gone away is logged, never fatal.
+//! Telling systemd how the service is doing (sd_notify(3)). The `sd-notify` crate speaks
+//! the protocol; what is ours is when to say what: `READY=1` once the journal is
+//! recovered and every core listens, `WATCHDOG=1` at half of `$WATCHDOG_USEC` but only
+//! while every core's executor still runs its tasks, `STOPPING=1` when shutdown begins,
+//! with a `STATUS=` line for `systemctl status`. Without `$NOTIFY_SOCKET` (not under
+//! systemd) nothing is sent, and a socket that has gone away is logged, never fatal.
+//!
+//! sd-notify sends each message on a fresh blocking socket. `STOPPING=1` goes out from
+//! the executor of the first core to shut down; systemd drains its notify socket as
+//! messages come, so that send only waits if the service manager itself is stuck.
 
+use sd_notify::NotifyState;
 use std::ffi::OsStr;
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Where notifications go, if anywhere.
+/// Whether to notify, and what has been said so far.
 pub struct Notifier {
-    target: Option<(UnixDatagram, UnixAddr)>,
+    enabled: bool,
     ready: AtomicBool,
     stopping: AtomicBool,
 }
@@ -27,47 +30,47 @@ impl Notifier {
         Notifier::new(std::env::var_os("NOTIFY_SOCKET").as_deref())
     }
 
-    /// A notifier for `socket` (`$NOTIFY_SOCKET`'s value); `None` sends nothing.
-    pub fn new(socket: Option<&OsStr>) -> Notifier {
-        let target = socket
-            .filter(|s| !s.is_empty())
-            .and_then(|socket| match connect(socket) {
-                Ok(target) => Some(target),
-                Err(e) => {
-                    log::warn!(
-                        "NOTIFY_SOCKET={}: {e}; not notifying systemd",
-                        socket.to_string_lossy()
-                    );
-                    None
-                }
-            });
+    /// A notifier for `socket` (`$NOTIFY_SOCKET`'s value, which `sd-notify` reads again
+    /// for every message); `None` sends nothing.
+    fn new(socket: Option<&OsStr>) -> Notifier {
+        let socket = socket.filter(|s| !s.is_empty());
+        // sd-notify connects to the value as a path, so an abstract `@name` (which current
+        // systemd no longer hands out) or a relative path would reach the wrong socket.
+        let enabled = socket.is_some_and(|s| s.as_bytes().starts_with(b"/"));
+        if let (Some(socket), false) = (socket, enabled) {
+            log::warn!(
+                "NOTIFY_SOCKET={}: only absolute paths are supported; not notifying systemd",
+                socket.to_string_lossy()
+            );
+        }
         Notifier {
-            target,
+            enabled,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.target.is_some()
+        self.enabled
     }
 
-    /// Sends one notification (`KEY=value` lines). Failures are logged and ignored.
-    pub fn send(&self, state: &str) {
-        let Some((socket, addr)) = &self.target else {
+    /// Sends one notification. Failures are logged and ignored.
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
             return;
-        };
-        if let Err(e) = socket.send_to_addr(state.as_bytes(), addr) {
-            log::warn!("cannot notify systemd ({}): {e}", first_line(state));
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            log::warn!("cannot notify systemd ({}): {e}", states[0]);
         }
     }
 
-    /// Every core listens and the journal is recovered. Not sent once stopping began.
+    /// Every core listens and the journal is recovered. Sent once, and not once stopping
+    /// began.
     pub fn ready(&self, status: &str) {
         if self.stopping.load(Ordering::SeqCst) || self.ready.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
     /// Shutdown began. Only the first call sends; it returns true.
@@ -75,56 +78,26 @@ impl Notifier {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return false;
         }
-        self.send("STOPPING=1\nSTATUS=shutting down");
+        self.send(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
         true
     }
-}
 
-fn first_line(state: &str) -> &str {
-    state.lines().next().unwrap_or("")
-}
-
-fn connect(socket: &OsStr) -> std::io::Result<(UnixDatagram, UnixAddr)> {
-    let bytes = socket.as_bytes();
-    let addr = match bytes.first() {
-        Some(b'@') => UnixAddr::from_abstract_name(&bytes[1..])?,
-        Some(b'/') => UnixAddr::from_pathname(std::path::Path::new(socket))?,
-        _ => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "only absolute paths and @abstract names are supported",
-            ))
-        }
-    };
-    let datagram = UnixDatagram::unbound()?;
-    // Shutdown notifies from an executor thread: never block it on a full socket.
-    datagram.set_nonblocking(true)?;
-    Ok((datagram, addr))
-}
-
-/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when it is set, positive,
-/// and meant for this process (`$WATCHDOG_PID` unset or equal to `our_pid`).
-pub fn watchdog_interval(
-    usec: Option<&str>,
-    watchdog_pid: Option<&str>,
-    our_pid: u32,
-) -> Option<Duration> {
-    let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
-    if let Some(pid) = watchdog_pid {
-        if pid.trim().parse::<u32>().ok()? != our_pid {
-            return None;
-        }
+    /// The service is alive; systemd restarts it when these stop coming.
+    fn watchdog(&self) {
+        self.send(&[NotifyState::Watchdog]);
     }
-    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }
 
-/// `watchdog_interval` from this process's environment.
+/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when it is set and meant for
+/// this process (`$WATCHDOG_PID` unset or ours).
 pub fn watchdog_interval_from_env() -> Option<Duration> {
-    watchdog_interval(
-        std::env::var("WATCHDOG_USEC").ok().as_deref(),
-        std::env::var("WATCHDOG_PID").ok().as_deref(),
-        std::process::id(),
-    )
+    sd_notify::watchdog_enabled().and_then(ping_interval)
+}
+
+/// Half the watchdog's period, as sd_watchdog_enabled(3) advises, so one late ping does
+/// not get the service killed. A zero period is no watchdog.
+fn ping_interval(period: Duration) -> Option<Duration> {
+    (!period.is_zero()).then(|| (period / 2).max(Duration::from_millis(1)))
 }
 
 /// One counter per core, bumped by a timer task on that core: the watchdog only pings
@@ -149,7 +122,7 @@ impl Heartbeats {
         }
     }
 
-    pub fn beat(&self, core: usize) {
+    fn beat(&self, core: usize) {
         let beat = &self.beats[core];
         let now = beat.load(Ordering::Relaxed);
         if now != RETIRED {
@@ -167,6 +140,16 @@ impl Heartbeats {
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// The cores still serving that have not beaten since `seen`, which becomes now.
+    fn stalled_since(&self, seen: &mut [u64]) -> Vec<usize> {
+        let now = self.snapshot();
+        let stalled = (0..now.len())
+            .filter(|&core| now[core] != RETIRED && now[core] == seen[core])
+            .collect();
+        seen.copy_from_slice(&now);
+        stalled
     }
 
     /// Runs this core's beat on its executor (nothing without a watchdog).
@@ -201,22 +184,18 @@ impl Watchdog {
         let thread = std::thread::Builder::new()
             .name("kakigori-watchdog".into())
             .spawn(move || {
-                let mut last = heartbeats.snapshot();
-                notifier.send("WATCHDOG=1");
+                let mut seen = heartbeats.snapshot();
+                notifier.watchdog();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    let now = heartbeats.snapshot();
-                    let stalled: Vec<usize> = (0..now.len())
-                        .filter(|&core| now[core] != RETIRED && now[core] == last[core])
-                        .collect();
+                    let stalled = heartbeats.stalled_since(&mut seen);
                     if stalled.is_empty() {
-                        notifier.send("WATCHDOG=1");
+                        notifier.watchdog();
                     } else {
                         log::warn!(
                             "core(s) {stalled:?} ran no task for {} ms; withholding the watchdog ping",
                             every.as_millis()
                         );
                     }
-                    last = now;
                 }
             })?;
         Ok(Watchdog {
@@ -240,102 +219,56 @@ mod tests {
     use super::*;
 
     #[test]
-    fn watchdog_interval_is_half_the_usec_and_only_for_our_pid() {
-        let half = Some(Duration::from_millis(100));
-        assert_eq!(watchdog_interval(Some("200000"), None, 7), half);
-        assert_eq!(watchdog_interval(Some("200000"), Some("7"), 7), half);
-        assert_eq!(watchdog_interval(Some("200000"), Some("8"), 7), None);
-        assert_eq!(watchdog_interval(Some("200000"), Some("x"), 7), None);
-        assert_eq!(watchdog_interval(Some("0"), None, 7), None);
-        assert_eq!(watchdog_interval(Some("soon"), None, 7), None);
-        assert_eq!(watchdog_interval(None, Some("7"), 7), None);
+    fn pings_at_half_the_watchdog_period() {
+        let ping = |ms| ping_interval(Duration::from_millis(ms));
+        assert_eq!(ping(200), Some(Duration::from_millis(100)));
+        assert_eq!(ping(30_000), Some(Duration::from_secs(15)));
+        assert_eq!(ping(0), None);
         assert_eq!(
-            watchdog_interval(Some("1"), None, 7),
+            ping_interval(Duration::from_micros(1)),
             Some(Duration::from_millis(1))
         );
     }
 
-    fn receive(socket: &UnixDatagram) -> String {
-        let mut buf = [0u8; 512];
-        let n = socket.recv(&mut buf).expect("a datagram");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    }
-
     #[test]
-    fn sends_ready_once_and_nothing_after_stopping() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let notifier = Notifier::new(Some(path.as_os_str()));
-        assert!(notifier.enabled());
-        notifier.ready("serving");
-        notifier.ready("serving again");
-        assert!(notifier.stopping());
-        assert!(!notifier.stopping());
-        notifier.ready("too late");
-        notifier.send("WATCHDOG=1");
-        assert_eq!(receive(&socket), "READY=1\nSTATUS=serving");
-        assert_eq!(receive(&socket), "STOPPING=1\nSTATUS=shutting down");
-        assert_eq!(receive(&socket), "WATCHDOG=1");
-    }
-
-    #[test]
-    fn abstract_sockets_work_and_missing_ones_are_harmless() {
-        let name = format!("kakigori-notify-test-{}", std::process::id());
-        let addr = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let socket = UnixDatagram::bind_addr(&addr).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let notifier = Notifier::new(Some(OsStr::new(&format!("@{name}"))));
-        notifier.send("WATCHDOG=1");
-        assert_eq!(receive(&socket), "WATCHDOG=1");
-
-        let nobody = Notifier::new(Some(OsStr::new("/nonexistent/kakigori/notify")));
-        assert!(nobody.enabled());
-        nobody.ready("serving");
-        assert!(nobody.stopping());
-        let relative = Notifier::new(Some(OsStr::new("relative/path")));
-        assert!(!relative.enabled());
+    fn notifies_only_an_absolute_socket_path() {
+        assert!(Notifier::new(Some(OsStr::new("/run/systemd/notify"))).enabled());
+        for unusable in ["@abstract/notify", "relative/notify", ""] {
+            assert!(
+                !Notifier::new(Some(OsStr::new(unusable))).enabled(),
+                "{unusable}"
+            );
+        }
         let unset = Notifier::new(None);
         assert!(!unset.enabled());
-        unset.send("READY=1");
+        unset.ready("serving");
+        assert!(unset.stopping());
+        assert!(!unset.stopping(), "stopping is said once");
     }
 
     #[test]
-    fn watchdog_pings_only_while_every_core_beats() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        socket.set_nonblocking(true).unwrap();
-        let notifier = Arc::new(Notifier::new(Some(path.as_os_str())));
-        let heartbeats = Arc::new(Heartbeats::new(2, Some(Duration::from_millis(20))));
-        let watchdog =
-            Watchdog::start(notifier, heartbeats.clone(), Duration::from_millis(20)).unwrap();
-        // Core 0 beats, core 1 is stalled: only the first, unconditional ping arrives.
-        for _ in 0..10 {
-            heartbeats.beat(0);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let mut pings = 0;
-        let mut buf = [0u8; 64];
-        while socket.recv(&mut buf).is_ok() {
-            pings += 1;
-        }
-        assert_eq!(pings, 1);
-        // Core 1 retires (shut down): pings resume.
+    fn a_core_that_stops_beating_is_stalled_until_it_retires() {
+        let heartbeats = Heartbeats::new(2, Some(Duration::from_millis(20)));
+        let mut seen = heartbeats.snapshot();
+        heartbeats.beat(0);
+        assert_eq!(heartbeats.stalled_since(&mut seen), [1]);
+        heartbeats.beat(0);
+        heartbeats.beat(1);
+        assert!(heartbeats.stalled_since(&mut seen).is_empty());
+        assert_eq!(heartbeats.stalled_since(&mut seen), [0, 1]);
+        // Core 1 shut down: only core 0 is expected, and a late beat does not revive it.
         heartbeats.retire(1);
-        for _ in 0..30 {
-            heartbeats.beat(0);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        drop(watchdog);
-        while socket.recv(&mut buf).is_ok() {
-            pings += 1;
-        }
-        assert!(pings >= 3, "{pings}");
+        heartbeats.beat(1);
+        assert_eq!(heartbeats.stalled_since(&mut seen), [0]);
+        heartbeats.beat(0);
+        assert!(heartbeats.stalled_since(&mut seen).is_empty());
+    }
+
+    #[test]
+    fn cores_beat_four_times_per_ping_and_not_at_all_without_a_watchdog() {
+        let every = Duration::from_millis(100);
+        let heartbeats = Heartbeats::new(1, Some(every));
+        assert_eq!(heartbeats.period, Some(every / 4));
+        assert_eq!(Heartbeats::new(1, None).period, None);
     }
 }
