@@ -27,7 +27,7 @@ pub async fn handle(
         Route::Order(id) => orders::get(shard, id, head, out),
         Route::Advance(id, to) => orders::advance(shard, id, to, head, out).await,
         Route::Chant => chant::chant(shard, head, body, out).await,
-        Route::Page(kind) => info::page(kind, head, out),
+        Route::Page(page) => info::page(page, head, out),
         Route::WebSocket(_) => unreachable!("upgrades are answered by the ws module"),
     }
 }

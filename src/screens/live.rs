@@ -7,17 +7,19 @@
 //! Kitchen viewers must first send `{"type":"auth","token":"<staff token>"}` (a browser
 //! WebSocket cannot send an Authorization header, and a token in the URL would end up
 //! in proxy logs); until then they receive nothing, and a wrong token closes with 1008.
-//! The public board gets only order numbers and menu names of orders ready for pickup.
+//! The public board gets only order numbers and menu names of orders ready for pickup,
+//! and today's order totals (counts only, see [`super::totals`]).
 
 use crate::menu;
 use crate::metrics::{Ignored, Rejected};
 use crate::orders::{Order, Status};
 use crate::runtime::shard::Shard;
+use crate::screens::totals::Totals;
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Close code for a wrong staff token (RFC 6455 "policy violation").
 pub const CLOSE_UNAUTHORIZED: u16 = 1008;
@@ -25,6 +27,10 @@ pub const CLOSE_UNAUTHORIZED: u16 = 1008;
 pub const COMPLETED_SHOWN: usize = 20;
 /// Open orders of each status in a snapshot, newest first; keeps a snapshot bounded.
 pub const OPEN_SHOWN_MAX: usize = 300;
+/// How often board viewers are sent the totals if they changed: a burst of orders is
+/// folded into one message, and orders leaving the last 10 minutes (or midnight passing)
+/// reach the screens without any order change.
+pub const TOTALS_TICK_MS: u64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -48,6 +54,7 @@ pub struct Viewers {
     created_unix_s: RefCell<HashMap<u64, u64>>,
     /// The most recently completed orders, oldest first.
     completed_recent: RefCell<VecDeque<u64>>,
+    totals: RefCell<Totals>,
     observing: Cell<bool>,
 }
 
@@ -68,6 +75,13 @@ impl Viewers {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// When `order` was created, if this process can know: the one place the totals ask.
+    /// For now that is the time the feed learned of its creation; orders recovered from
+    /// the journal at start have none.
+    fn created_unix_s_of(&self, order: &Order) -> Option<u64> {
+        self.created_unix_s.borrow().get(&order.number).copied()
     }
 
     fn kitchen_order(&self, order: &Order, store_id: &str, out: &mut Vec<u8>) {
@@ -117,7 +131,12 @@ impl Viewers {
                 Screen::Board => Viewers::board_order(order, &mut out),
             }
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if screen == Screen::Board {
+            out.extend_from_slice(br#","totals":"#);
+            self.totals.borrow_mut().write_json(unix_now_s(), &mut out);
+        }
+        out.push(b'}');
         out
     }
 
@@ -144,6 +163,12 @@ impl Viewers {
     /// A change became durable: tell every viewer that may see it.
     fn publish(&self, shard: &Shard, order: &Order) {
         self.remember_age(order);
+        if order.status == Status::Pending {
+            let created_unix_s = self.created_unix_s_of(order);
+            self.totals
+                .borrow_mut()
+                .count(order.menu, created_unix_s, unix_now_s());
+        }
         let viewers = self.viewers.borrow();
         if viewers.is_empty() {
             return;
@@ -171,13 +196,38 @@ impl Viewers {
             }
         }
     }
+
+    /// Sends the board viewers the totals if they changed since last sent.
+    fn send_totals(&self) {
+        let viewers = self.viewers.borrow();
+        if !viewers.iter().any(|v| v.screen == Screen::Board) {
+            return;
+        }
+        let mut totals = self.totals.borrow_mut();
+        let Some(text) = totals.update(unix_now_s()) else {
+            return;
+        };
+        for viewer in viewers.iter().filter(|v| v.screen == Screen::Board) {
+            viewer.slot.send_text(text);
+        }
+    }
 }
 
-/// Subscribes this core's viewers to the order book, once.
+/// Subscribes this core's viewers to the order book, once: counts the orders already
+/// there and starts the totals' tick.
 fn observe(shard: &Rc<Shard>) {
     let Some(book) = &shard.book else { return };
-    if shard.ws.screens.observing.replace(true) {
+    let viewers = &shard.ws.screens;
+    if viewers.observing.replace(true) {
         return;
+    }
+    let now_unix_s = unix_now_s();
+    for order in shard.shared.index.iter() {
+        let created_unix_s = viewers.created_unix_s_of(&order);
+        viewers
+            .totals
+            .borrow_mut()
+            .count(order.menu, created_unix_s, now_unix_s);
     }
     let weak: Weak<Shard> = Rc::downgrade(shard);
     book.add_observer(Box::new(move |order| {
@@ -185,6 +235,15 @@ fn observe(shard: &Rc<Shard>) {
             shard.ws.screens.publish(&shard, order);
         }
     }));
+    let weak: Weak<Shard> = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(TOTALS_TICK_MS)).await;
+            let Some(shard) = weak.upgrade() else { break };
+            shard.ws.screens.send_totals();
+        }
+    })
+    .detach();
 }
 
 /// Starts watching the order book on the journal owner, so ages are known from start-up.
