@@ -33,6 +33,18 @@ fn totals_until(ws: &mut common::Ws, today: &Value, last_10_min: u64) -> Value {
     }
 }
 
+/// A staff kitchen viewer, past its token; returns the socket and its snapshot.
+fn kitchen(server: &Server) -> (common::Ws, Value) {
+    let mut kitchen = server.ws("/ws/kitchen");
+    send_text(
+        &mut kitchen,
+        &format!(r#"{{"type":"auth","token":"{STAFF_TOKEN}"}}"#),
+    );
+    let snapshot = message(&mut kitchen);
+    assert_eq!(snapshot["type"], "snapshot");
+    (kitchen, snapshot)
+}
+
 fn today(sai: u64, haku: u64, ten: u64, camp: u64) -> Value {
     json!({"giiku-sai": sai, "giiku-haku": haku, "giiku-ten": ten, "giiku-camp": camp})
 }
@@ -67,13 +79,7 @@ fn kitchen_needs_the_token_then_follows_every_change() {
     assert_eq!(close_code(&mut intruder), Some(1008));
 
     server.post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-sai"}"#);
-    let mut kitchen = server.ws("/ws/kitchen");
-    send_text(
-        &mut kitchen,
-        &format!(r#"{{"type":"auth","token":"{STAFF_TOKEN}"}}"#),
-    );
-    let snapshot = message(&mut kitchen);
-    assert_eq!(snapshot["type"], "snapshot");
+    let (mut kitchen, snapshot) = kitchen(&server);
     assert_eq!(snapshot["orders"][0]["id"], "store-001-1");
     assert!(snapshot["orders"][0]["created_at"].is_u64());
 
@@ -142,13 +148,7 @@ fn board_feed_counts_todays_orders_as_they_become_durable() {
     totals_until(&mut board, &today(2, 1, 1, 1), 5);
 
     // The kitchen feed is not extended.
-    let mut kitchen = server.ws("/ws/kitchen");
-    send_text(
-        &mut kitchen,
-        &format!(r#"{{"type":"auth","token":"{STAFF_TOKEN}"}}"#),
-    );
-    let snapshot = message(&mut kitchen);
-    assert_eq!(snapshot["type"], "snapshot");
+    let (_kitchen, snapshot) = kitchen(&server);
     assert!(snapshot.get("totals").is_none());
 }
 

@@ -5,11 +5,11 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import {
   WAIT, createOrder, launchBrowser, prepare, screenshotDir, startServer, steps, stopServer,
-  waitForText,
+  tearDown, waitForText, watchPages,
 } from "./harness.mjs";
 
 const step = steps();
@@ -92,17 +92,10 @@ describe("crowd screen", { concurrency: false }, () => {
     await crowdContext.addInitScript(installProbe);
     crowd = await crowdContext.newPage();
     chanters = await (await browser.newContext()).newPage();
-    for (const [name, page] of [["crowd", crowd], ["chanters", chanters]]) {
-      page.setDefaultTimeout(WAIT.timeout);
-      page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
-    }
+    watchPages({ crowd, chanters }, pageErrors);
   });
 
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => tearDown(browser, server, dataDir));
 
   step("serves the page as self-contained HTML", async () => {
     const res = await fetch(base + "/crowd");

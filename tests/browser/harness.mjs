@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -46,6 +46,21 @@ export async function prepare() {
 
 export function launchBrowser() {
   return chromium.launch({ executablePath: chromiumPath, headless: true, args: LAUNCH_ARGS });
+}
+
+/** Gives each page the test's timeout and collects its JavaScript errors in `errors`. */
+export function watchPages(pages, errors) {
+  for (const [name, page] of Object.entries(pages)) {
+    page.setDefaultTimeout(WAIT.timeout);
+    page.on("pageerror", (e) => errors.push(`${name}: ${e.message}`));
+  }
+}
+
+/** Closes the browser, stops the server and removes its data directory. */
+export async function tearDown(browser, server, dataDir) {
+  await browser?.close().catch(() => {});
+  await stopServer(server);
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
 }
 
 /**

@@ -10,11 +10,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import {
   STAFF_TOKEN, WAIT, createOrder, launchBrowser, prepare, screenshotDir, startServer, steps,
-  stopServer, waitForText,
+  stopServer, tearDown, waitForText, watchPages,
 } from "./harness.mjs";
 
 const WRONG_TOKEN = "wrong-" + randomBytes(12).toString("hex");
@@ -37,17 +37,10 @@ describe("kitchen and pickup board screens", { concurrency: false }, () => {
     const boardContext = await browser.newContext({ viewport: { width: 1920, height: 1080 }, locale: "ja-JP" });
     kitchen = await kitchenContext.newPage();
     board = await boardContext.newPage();
-    for (const [name, page] of [["kitchen", kitchen], ["board", board]]) {
-      page.setDefaultTimeout(WAIT.timeout);
-      page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
-    }
+    watchPages({ kitchen, board }, pageErrors);
   });
 
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => tearDown(browser, server, dataDir));
 
   step("serves both pages as self-contained HTML", async () => {
     for (const p of ["/kitchen", "/board"]) {
