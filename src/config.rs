@@ -9,12 +9,9 @@ use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, RangedU64Va
 use clap::error::{ContextKind, ContextValue};
 use clap::{value_parser, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
+use crate::limits::METER_BUCKET_MS;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-/// Width of one bucket of the `/ws` averaging window: `--meter-window-ms` must be a whole
-/// number of buckets, since the window slides one bucket at a time.
-pub const METER_BUCKET_MS: u64 = 100;
 
 /// Everything the server needs to know before it starts. Immutable once parsed.
 #[derive(Debug, Clone, Args)]

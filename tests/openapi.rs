@@ -32,6 +32,7 @@ const ROUTED_PATHS: &[&str] = &[
     "/ws/board",
     "/kitchen",
     "/board",
+    "/crowd",
 ];
 
 const VALIDATE: &str = "import sys, yaml; from openapi_spec_validator import validate; \

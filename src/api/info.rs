@@ -4,6 +4,7 @@ use super::Api;
 use crate::http::request::Head;
 use crate::http::response::{self, Status};
 use crate::menu::MENU;
+use crate::screens::pages::Page;
 use std::sync::OnceLock;
 
 /// The OpenAPI 3 document of the whole contract, embedded at build time.
@@ -47,19 +48,14 @@ pub fn menu(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
     Status::Ok
 }
 
-/// `/kitchen` and `/board`: the screens' pages.
-pub fn page(kind: crate::http::route::WsKind, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
-    use crate::screens::pages;
-    let html = match kind {
-        crate::http::route::WsKind::Kitchen => pages::KITCHEN_HTML,
-        _ => pages::BOARD_HTML,
-    };
+/// `/kitchen`, `/board` and `/crowd`: the screens' pages.
+pub fn page(page: Page, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
     response::write(
         out,
         Status::Ok,
         "text/html; charset=utf-8",
         "",
-        html.as_bytes(),
+        page.html().as_bytes(),
         head.close,
     );
     Status::Ok

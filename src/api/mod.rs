@@ -64,7 +64,7 @@ async fn handle(
         Route::Order(id) => orders::get(api, id, head, out),
         Route::Advance(id, to) => orders::advance(api, id, to, head, out).await,
         Route::Chant => chant::chant(api, head, body, out).await,
-        Route::Page(kind) => info::page(kind, head, out),
+        Route::Page(page) => info::page(page, head, out),
         Route::WebSocket(_) => unreachable!("upgrades are answered by the connection loop"),
     }
 }

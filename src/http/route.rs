@@ -3,6 +3,7 @@
 
 use super::request::Method;
 use crate::orders::Status;
+use crate::screens::pages::Page;
 
 /// Which WebSocket endpoint an upgrade is for; part of a room's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,8 +40,8 @@ pub enum Route<'a> {
     Swagger,
     Metrics,
     WebSocket(WsKind),
-    /// A screen's page: `/kitchen` or `/board`.
-    Page(WsKind),
+    /// A screen's page: `/kitchen`, `/board` or `/crowd`.
+    Page(Page),
 }
 
 const ORDERS_PREFIX: &str = "/api/v1/stores/orders/";
@@ -59,8 +60,9 @@ pub fn find(path: &str) -> Option<Route<'_>> {
         "/ws/confirm" => Route::WebSocket(WsKind::Confirm),
         "/ws/kitchen" => Route::WebSocket(WsKind::Kitchen),
         "/ws/board" => Route::WebSocket(WsKind::Board),
-        "/kitchen" => Route::Page(WsKind::Kitchen),
-        "/board" => Route::Page(WsKind::Board),
+        "/kitchen" => Route::Page(Page::Kitchen),
+        "/board" => Route::Page(Page::Board),
+        "/crowd" => Route::Page(Page::Crowd),
         _ => {
             let rest = path.strip_prefix(ORDERS_PREFIX)?;
             match rest.split_once('/') {
@@ -143,6 +145,7 @@ mod tests {
             Some(Route::Advance("x", Status::WaitingPickup))
         );
         assert_eq!(find("/ws/confirm"), Some(Route::WebSocket(WsKind::Confirm)));
+        assert_eq!(find("/crowd"), Some(Route::Page(Page::Crowd)));
         assert_eq!(find("/api/v1/stores/orders/"), None);
         assert_eq!(find("/api/v1/stores/orders/x/cancel"), None);
         assert_eq!(find("/api/v1/stores/orders//complete"), None);

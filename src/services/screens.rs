@@ -7,7 +7,8 @@
 //! Kitchen viewers must first send `{"type":"auth","token":"<staff token>"}` (a browser
 //! WebSocket cannot send an Authorization header, and a token in the URL would end up
 //! in proxy logs); until then they receive nothing, and a wrong token closes with 1008.
-//! The public board gets only order numbers and menu names of orders ready for pickup.
+//! The public board gets only order numbers and menu names of orders ready for pickup,
+//! and today's order totals (counts only, see [`super::totals`]).
 
 use crate::limits::CLOSE_UNAUTHORIZED;
 use crate::menu;
@@ -15,16 +16,22 @@ use crate::metrics::{Ignored, Metrics, Rejected};
 use crate::orders::book::OrderBook;
 use crate::orders::index::OrderIndex;
 use crate::orders::{Order, Status};
+use crate::screens::totals::Totals;
 use crate::ws::slot::Slot;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 /// Completed orders shown on the kitchen board.
 pub const COMPLETED_SHOWN: usize = 20;
 /// Open orders of each status in a snapshot, newest first; keeps a snapshot bounded.
 pub const OPEN_SHOWN_MAX: usize = 300;
+/// How often board viewers are sent the totals if they changed: a burst of orders is
+/// folded into one message, and orders leaving the last 10 minutes (or midnight passing)
+/// reach the screens without any order change.
+pub const TOTALS_TICK_MS: u64 = 250;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -58,6 +65,7 @@ pub struct Viewers {
     created_unix_s: RefCell<HashMap<u64, u64>>,
     /// The most recently completed orders, oldest first.
     completed_recent: RefCell<VecDeque<u64>>,
+    totals: RefCell<Totals>,
 }
 
 pub struct Member {
@@ -81,17 +89,35 @@ impl Viewers {
             viewers: RefCell::new(Vec::new()),
             created_unix_s: RefCell::new(HashMap::new()),
             completed_recent: RefCell::new(VecDeque::new()),
+            totals: RefCell::new(Totals::default()),
         }
     }
 
-    /// Subscribes the feeds to `book`'s durable changes, so ages are known from start-up.
+    /// Subscribes the feeds to `book`'s durable changes, so ages are known from
+    /// start-up: counts the orders already there and starts the totals' tick.
     pub fn observe(self: &Rc<Self>, book: &OrderBook) {
+        let now_unix_s = unix_now_s();
+        for order in self.index.iter() {
+            let created_unix_s = self.created_unix_s_of(&order);
+            self.totals
+                .borrow_mut()
+                .count(order.menu, created_unix_s, now_unix_s);
+        }
         let weak: Weak<Viewers> = Rc::downgrade(self);
         book.add_observer(Box::new(move |order| {
             if let Some(viewers) = weak.upgrade() {
                 viewers.publish(order);
             }
         }));
+        let weak: Weak<Viewers> = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(TOTALS_TICK_MS)).await;
+                let Some(viewers) = weak.upgrade() else { break };
+                viewers.send_totals();
+            }
+        })
+        .detach();
     }
 
     pub fn len(&self) -> usize {
@@ -100,6 +126,13 @@ impl Viewers {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// When `order` was created, if this process can know: the one place the totals ask.
+    /// For now that is the time the feed learned of its creation; orders recovered from
+    /// the journal at start have none.
+    fn created_unix_s_of(&self, order: &Order) -> Option<u64> {
+        self.created_unix_s.borrow().get(&order.number).copied()
     }
 
     fn kitchen_order(&self, order: &Order, store_id: &str, out: &mut Vec<u8>) {
@@ -149,7 +182,12 @@ impl Viewers {
                 Screen::Board => Viewers::board_order(order, &mut out),
             }
         }
-        out.extend_from_slice(b"]}");
+        out.push(b']');
+        if screen == Screen::Board {
+            out.extend_from_slice(br#","totals":"#);
+            self.totals.borrow_mut().write_json(unix_now_s(), &mut out);
+        }
+        out.push(b'}');
         out
     }
 
@@ -176,6 +214,12 @@ impl Viewers {
     /// A change became durable: tell every viewer that may see it.
     fn publish(&self, order: &Order) {
         self.remember_age(order);
+        if order.status == Status::Pending {
+            let created_unix_s = self.created_unix_s_of(order);
+            self.totals
+                .borrow_mut()
+                .count(order.menu, created_unix_s, unix_now_s());
+        }
         let viewers = self.viewers.borrow();
         if viewers.is_empty() {
             return;
@@ -224,6 +268,21 @@ impl Viewers {
             screen,
             slot: slot.clone(),
         })
+    }
+
+    /// Sends the board viewers the totals if they changed since last sent.
+    fn send_totals(&self) {
+        let viewers = self.viewers.borrow();
+        if !viewers.iter().any(|v| v.screen == Screen::Board) {
+            return;
+        }
+        let mut totals = self.totals.borrow_mut();
+        let Some(text) = totals.update(unix_now_s()) else {
+            return;
+        };
+        for viewer in viewers.iter().filter(|v| v.screen == Screen::Board) {
+            viewer.slot.send_text(text);
+        }
     }
 }
 

@@ -4,120 +4,21 @@
 //   cd tests/browser && npm ci       # playwright-core only, no browser download
 //   node --test tests/browser/       # from the repository root
 //
-// Environment:
-//   KAKIGORI_BIN     server binary (default ../../target/debug/kakigori from this file)
-//   CHROMIUM_PATH    browser (default /usr/bin/chromium, Debian's `chromium` package)
-// Screenshots go to <repo>/target/screenshots/{kitchen,board}.png.
+// Screenshots go to <repo>/target/screenshots/{kitchen,board}.png. See harness.mjs for
+// the environment variables.
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import {
+  STAFF_TOKEN, WAIT, createOrder, launchBrowser, prepare, screenshotDir, startServer, steps,
+  stopServer, tearDown, waitForText, watchPages,
+} from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, "../..");
-const serverBin = process.env.KAKIGORI_BIN
-  ? path.resolve(process.env.KAKIGORI_BIN)
-  : path.resolve(here, "../../target/debug/kakigori");
-const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const screenshotDir = path.join(repoRoot, "target", "screenshots");
-
-const WAIT = { timeout: 10_000 };
-const STAFF_TOKEN = randomBytes(18).toString("hex"); // 36 characters
 const WRONG_TOKEN = "wrong-" + randomBytes(12).toString("hex");
-const LAUNCH_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-
-/** Starts the server; resolves once its stderr names the port it listens on. */
-function startServer(dataDir, listen = "127.0.0.1:0") {
-  const child = spawn(serverBin, ["--listen", listen, "--data-dir", dataDir, "--cores", "2"], {
-    env: { ...process.env, KAKIGORI_STAFF_TOKEN: STAFF_TOKEN, KAKIGORI_LOG: "info" },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  const server = { child, log: "", port: null, exited: null };
-  child.exitPromise = new Promise((resolve) => child.once("exit", (code, signal) => {
-    server.exited = { code, signal };
-    resolve(server.exited);
-  }));
-  server.ready = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not report its port within 20 s:\n${server.log}`)), 20_000);
-    child.stderr.setEncoding("utf8");
-    child.stderr.on("data", (chunk) => {
-      server.log += chunk;
-      const m = server.log.match(/listening on 127\.0\.0\.1:(\d+) with (\d+) cores/);
-      if (m && server.port === null) {
-        server.port = Number(m[1]);
-        clearTimeout(timer);
-        resolve(server.port);
-      }
-    });
-    child.once("error", (e) => { clearTimeout(timer); reject(e); });
-    child.exitPromise.then(({ code, signal }) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited (code ${code}, signal ${signal}) before listening:\n${server.log}`));
-    });
-  });
-  return server;
-}
-
-async function stopServer(server, signal = "SIGTERM") {
-  if (!server || server.exited) return;
-  server.child.kill(signal);
-  let timer;
-  const timeout = new Promise((r) => { timer = setTimeout(r, 15_000, "timeout"); });
-  const outcome = await Promise.race([server.child.exitPromise, timeout]);
-  clearTimeout(timer);
-  if (outcome === "timeout") {
-    server.child.kill("SIGKILL");
-    await server.child.exitPromise;
-  }
-}
-
-/** Waits until the element matching `selector` is shown and its text contains `text`. */
-function waitForText(page, selector, text) {
-  return page.waitForFunction(
-    ([sel, want]) => {
-      const el = document.querySelector(sel);
-      return !!el && !el.hidden && el.getClientRects().length > 0 && el.textContent.includes(want);
-    },
-    [selector, text],
-    WAIT,
-  );
-}
-
-/**
- * The steps build on one another, so after the first failure the rest are skipped
- * instead of each timing out in turn.
- */
-let failedStep = null;
-function step(name, fn) {
-  it(name, async (t) => {
-    if (failedStep) {
-      t.skip(`skipped: "${failedStep}" failed`);
-      return;
-    }
-    try {
-      await fn(t);
-    } catch (e) {
-      failedStep = name;
-      throw e;
-    }
-  });
-}
+const step = steps();
 
 const card = (column, n) => `#col-${column} .card[data-order-number="${n}"]`;
 const readyNumber = (n) => `.ready-number[data-order-number="${n}"]`;
@@ -128,27 +29,18 @@ describe("kitchen and pickup board screens", { concurrency: false }, () => {
   const numbers = [];
 
   before(async () => {
-    assert.ok(existsSync(serverBin), `no server binary at ${serverBin}: run \`cargo build\` first or set KAKIGORI_BIN`);
-    assert.ok(existsSync(chromiumPath), `no browser at ${chromiumPath}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
-    dataDir = await mkdtemp(path.join(tmpdir(), "kakigori-browser-"));
+    dataDir = await prepare();
     server = startServer(dataDir);
     base = `http://127.0.0.1:${await server.ready}`;
-    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: LAUNCH_ARGS });
+    browser = await launchBrowser();
     const kitchenContext = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: "ja-JP" });
     const boardContext = await browser.newContext({ viewport: { width: 1920, height: 1080 }, locale: "ja-JP" });
     kitchen = await kitchenContext.newPage();
     board = await boardContext.newPage();
-    for (const [name, page] of [["kitchen", kitchen], ["board", board]]) {
-      page.setDefaultTimeout(WAIT.timeout);
-      page.on("pageerror", (e) => pageErrors.push(`${name}: ${e.message}`));
-    }
+    watchPages({ kitchen, board }, pageErrors);
   });
 
-  after(async () => {
-    await browser?.close().catch(() => {});
-    await stopServer(server);
-    if (dataDir) await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => tearDown(browser, server, dataDir));
 
   step("serves both pages as self-contained HTML", async () => {
     for (const p of ["/kitchen", "/board"]) {
@@ -182,13 +74,7 @@ describe("kitchen and pickup board screens", { concurrency: false }, () => {
 
   step("shows new orders in 注文受付 without a reload", async () => {
     for (let i = 0; i < 3; i++) {
-      const res = await fetch(base + "/api/v1/stores/orders", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ menu_item_id: "giiku-sai" }),
-      });
-      assert.equal(res.status, 201);
-      const order = await res.json();
+      const order = await createOrder(base, "giiku-sai");
       assert.equal(order.status, "pending");
       numbers.push(order.order_number);
     }
@@ -237,15 +123,7 @@ describe("kitchen and pickup board screens", { concurrency: false }, () => {
     await kitchen.waitForSelector(card("waitingPickup", 2), WAIT);
     await board.waitForSelector(readyNumber(2), WAIT);
     const flavours = ["giiku-haku", "giiku-ten", "giiku-camp", "giiku-sai", "giiku-haku", "giiku-ten"];
-    for (const menu_item_id of flavours) {
-      const res = await fetch(base + "/api/v1/stores/orders", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ menu_item_id }),
-      });
-      assert.equal(res.status, 201);
-      numbers.push((await res.json()).order_number);
-    }
+    for (const menu_item_id of flavours) numbers.push((await createOrder(base, menu_item_id)).order_number);
     for (const n of numbers.slice(3, 7)) {
       const res = await fetch(`${base}/api/v1/stores/orders/store-001-${n}/waiting-pickup`, {
         method: "POST",
