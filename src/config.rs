@@ -4,12 +4,12 @@
 //! comment is its `--help` line), so the parser, `--help` and README.md's table, which a
 //! test generates from the same declarations, cannot drift apart.
 
+use crate::limits::METER_BUCKET_MS;
 use clap::builder::TypedValueParser;
 use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser, RangedU64ValueParser};
 use clap::error::{ContextKind, ContextValue};
 use clap::{value_parser, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::ffi::OsString;
-use crate::limits::METER_BUCKET_MS;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

@@ -248,9 +248,17 @@ mod tests {
         (batches, desk)
     }
 
-    /// Lets the spawned order tasks run.
-    async fn settle() {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+    /// Lets the spawned order tasks run until `orders` orders exist (or a long while
+    /// passed, so a broken test fails instead of hanging).
+    async fn settle_at(desk: &MemoryDesk, orders: usize) {
+        for _ in 0..5_000 {
+            if desk.orders.borrow().len() >= orders {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        // The tasks that made them still have to deliver them.
+        glommio::timer::sleep(Duration::from_millis(1)).await;
     }
 
     #[test]
@@ -272,10 +280,10 @@ mod tests {
             let mut bob = batches.join("giiku-sai", &b).unwrap();
             alice.on_text(br#"{"status":"ready"}"#);
             alice.on_text(br#"{"status":"ready"}"#);
-            settle().await;
+            settle_at(&desk, 0).await;
             assert!(desk.orders.borrow().is_empty(), "bob is not ready yet");
             bob.on_text(br#"{"status":"ready"}"#);
-            settle().await;
+            settle_at(&desk, 2).await;
             assert_eq!(desk.orders.borrow().len(), 2);
             let (ta, tb) = (texts(&a), texts(&b));
             assert_ne!(ta, tb, "two different orders");
@@ -298,7 +306,7 @@ mod tests {
             let bob = batches.join("giiku-ten", &b).unwrap();
             alice.on_text(br#"{"status":"ready"}"#);
             bob.leave();
-            settle().await;
+            settle_at(&desk, 1).await;
             assert_eq!(desk.orders.borrow().len(), 1);
             assert_eq!(texts(&a).len(), 1);
         });
@@ -310,12 +318,13 @@ mod tests {
             let (batches, desk) = batches(10);
             let (a, b) = (slot(), slot());
             let _alice = batches.join("giiku-camp", &a).unwrap();
-            glommio::timer::sleep(Duration::from_millis(30)).await;
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            settle_at(&desk, 1).await;
             assert_eq!(desk.orders.borrow().len(), 1, "ordered at the timeout");
             let mut bob = batches.join("giiku-camp", &b).unwrap();
             assert_eq!(batches.len(), 1, "a fresh batch");
             bob.on_text(br#"{"status":"ready"}"#);
-            settle().await;
+            settle_at(&desk, 2).await;
             assert_eq!(desk.orders.borrow().len(), 2);
         });
     }
@@ -328,7 +337,12 @@ mod tests {
             let a = slot();
             let mut alice = batches.join("giiku-haku", &a).unwrap();
             alice.on_text(br#"{"status":"ready"}"#);
-            settle().await;
+            for _ in 0..5_000 {
+                if a.close_code().is_some() {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
             assert_eq!(texts(&a), [r#"{"error":"order failed"}"#]);
             assert_eq!(a.close_code(), Some(CLOSE_NORMAL));
         });
@@ -343,7 +357,7 @@ mod tests {
             alice.on_text(br#"{"status":"ready"}"#);
             // The batch is gone (ordering); a repeat is ignored, not a second order.
             alice.on_text(br#"{"status":"ready"}"#);
-            settle().await;
+            settle_at(&desk, 1).await;
             assert_eq!(desk.orders.borrow().len(), 1);
         });
     }
