@@ -1,15 +1,20 @@
-//! One broadcast to a room of 1,000 in-memory connections: encode the frame once, wake
-//! every member, and let each member take the newest frame — the server-side work of a
-//! broadcast short of the socket writes themselves.
+//! One broadcast to a room of 1,000 members, both ways a frame reaches a member: the
+//! fallback (wake every member's task, each takes the newest frame — in memory, short
+//! of the socket write) and the direct path (the room writes the shared frame into each
+//! member's lent socket itself — here 1,000 Unix socket pairs, real sends).
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use kakigori::meter::broadcast::{Broadcast, Cursor};
+use kakigori::meter::broadcast::Broadcast;
 use kakigori::meter::value::write_reading;
 use kakigori::ws::slot::Slot;
 use std::hint::black_box;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
 
 const MEMBERS: usize = 1000;
 
@@ -26,31 +31,64 @@ impl Wake for CountingWake {
     }
 }
 
+fn publish(broadcast: &Broadcast, json: &mut Vec<u8>, count: u64) {
+    json.clear();
+    write_reading(42.5, count, json);
+    broadcast.publish(json);
+}
+
 fn bench(c: &mut Criterion) {
     let counter = Arc::new(CountingWake(AtomicU64::new(0)));
     let waker = Waker::from(counter.clone());
     let broadcast = Broadcast::default();
     let slots: Vec<Slot> = (0..MEMBERS).map(|_| Slot::new(0, 30_000)).collect();
-    let mut cursors: Vec<Cursor> = (0..MEMBERS).map(|_| Cursor::at_end(&broadcast)).collect();
     let mut json = Vec::with_capacity(64);
     let mut count = 0u64;
-    c.bench_function("broadcast/one_frame_to_1000_connections", |b| {
+    c.bench_function("broadcast/wake_1000_members", |b| {
         b.iter(|| {
             count += 1;
-            json.clear();
-            write_reading(42.5, count, &mut json);
-            broadcast.publish(&json);
+            publish(&broadcast, &mut json, count);
             for slot in &slots {
                 slot.register(&waker);
                 slot.wake();
             }
             let mut bytes = 0;
-            for cursor in &mut cursors {
-                if let Some((frame, _)) = cursor.newest(&broadcast) {
+            for slot in &slots {
+                if let Some((frame, _)) = broadcast.newest_after(&slot.broadcast_seen) {
                     bytes += frame.len();
                 }
             }
             black_box(bytes)
+        })
+    });
+
+    let pairs: Vec<(UnixStream, UnixStream)> = (0..MEMBERS)
+        .map(|_| UnixStream::pair().expect("a socket pair"))
+        .collect();
+    for (slot, (ours, theirs)) in slots.iter().zip(&pairs) {
+        slot.lend_socket(ours.as_raw_fd());
+        theirs.set_nonblocking(true).expect("non-blocking");
+    }
+    let mut sink = [0u8; 4096];
+    c.bench_function("broadcast/write_1000_lent_sockets", |b| {
+        b.iter_custom(|iterations| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iterations {
+                count += 1;
+                let started = Instant::now();
+                publish(&broadcast, &mut json, count);
+                let (frame, version) = (broadcast.frame(), broadcast.version());
+                let sent = slots
+                    .iter()
+                    .filter(|slot| slot.offer_broadcast(&frame, version))
+                    .count();
+                spent += started.elapsed();
+                assert_eq!(sent, MEMBERS, "every lent socket takes a frame");
+                for (_, mut theirs) in pairs.iter().map(|(a, b)| (a, b)) {
+                    while theirs.read(&mut sink).is_ok_and(|n| n > 0) {}
+                }
+            }
+            spent
         })
     });
 }

@@ -34,6 +34,11 @@ pub const CLOSE_REASON_BYTES_MAX: usize = CONTROL_PAYLOAD_BYTES_MAX - 2;
 /// reading; beyond this the client is dropped rather than buffered for.
 pub const OUTBOX_BYTES_MAX: usize = 16 << 10;
 
+/// The kernel send buffer of a WebSocket (Linux doubles it for its bookkeeping). Rooms
+/// write broadcasts straight into it, so it is the backlog a slow reader can build up
+/// before it falls back to conflation: about a thousand averages, seconds of them.
+pub const WS_SEND_BUFFER_BYTES: usize = 32 << 10;
+
 /// The longest `room` query parameter, in bytes of UTF-8.
 pub const ROOM_BYTES_MAX: usize = 128;
 

@@ -1,6 +1,6 @@
 //! One room's broadcast stream: the newest `{"average","count"}` frame, encoded once into
-//! shared bytes with a version number. A member keeps a [`Cursor`] (one `u64`) and takes
-//! the newest frame it has not sent; versions it skipped were conflated. However many
+//! shared bytes with a version number. A member keeps the version it has seen (one
+//! `u64`) and takes the newest frame it has not sent; versions it skipped were conflated. However many
 //! members a room has and however slowly they read, a broadcast costs one encode and
 //! each member O(1) memory.
 
@@ -36,31 +36,22 @@ impl Broadcast {
     pub fn version(&self) -> u64 {
         self.version.get()
     }
-}
 
-/// Where one member is in its room's broadcast stream.
-pub struct Cursor {
-    seen_version: u64,
-}
-
-impl Cursor {
-    /// A cursor that has seen everything published so far: a new member hears only
-    /// what comes after it joined.
-    pub fn at_end(broadcast: &Broadcast) -> Cursor {
-        Cursor {
-            seen_version: broadcast.version(),
-        }
+    /// The newest frame.
+    pub fn frame(&self) -> Rc<[u8]> {
+        self.frame.borrow().clone()
     }
 
-    /// The newest frame not yet taken, and how many older ones it replaces unsent.
-    pub fn newest(&mut self, broadcast: &Broadcast) -> Option<(Rc<[u8]>, u64)> {
-        let version = broadcast.version();
-        if version == self.seen_version {
+    /// The newest frame if it is newer than version `seen`, which it then advances, and
+    /// how many older ones it replaces unsent (conflated).
+    pub fn newest_after(&self, seen: &Cell<u64>) -> Option<(Rc<[u8]>, u64)> {
+        let version = self.version();
+        if version == seen.get() {
             return None;
         }
-        let skipped = version - self.seen_version - 1;
-        self.seen_version = version;
-        Some((broadcast.frame.borrow().clone(), skipped))
+        let skipped = version - seen.get() - 1;
+        seen.set(version);
+        Some((self.frame(), skipped))
     }
 }
 
@@ -69,23 +60,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cursor_takes_only_the_newest_and_counts_what_it_skipped() {
+    fn a_member_takes_only_the_newest_and_counts_what_it_skipped() {
         let broadcast = Broadcast::default();
         broadcast.publish(b"{\"average\":1,\"count\":1}");
-        let mut late = Cursor::at_end(&broadcast);
-        let mut early = Cursor { seen_version: 0 };
+        let late = Cell::new(broadcast.version());
+        let early = Cell::new(0);
         assert!(
-            late.newest(&broadcast).is_none(),
+            broadcast.newest_after(&late).is_none(),
             "a new member hears nothing old"
         );
         broadcast.publish(b"{\"average\":2,\"count\":2}");
         broadcast.publish(b"{\"average\":3,\"count\":3}");
-        let (frame, skipped) = early.newest(&broadcast).unwrap();
+        let (frame, skipped) = broadcast.newest_after(&early).unwrap();
         assert_eq!(skipped, 2);
         assert_eq!(&frame[2..], b"{\"average\":3,\"count\":3}");
         assert_eq!(frame[0], 0x81, "an unmasked final text frame");
-        let (_, skipped) = late.newest(&broadcast).unwrap();
+        let (_, skipped) = broadcast.newest_after(&late).unwrap();
         assert_eq!(skipped, 1);
-        assert!(early.newest(&broadcast).is_none());
+        assert!(broadcast.newest_after(&early).is_none());
     }
 }

@@ -7,7 +7,10 @@
 
 use super::admission::Permit;
 use super::sockets::Sockets;
-use crate::limits::{CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER};
+use crate::limits::{
+    CLOSE_GOING_AWAY, CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TRY_AGAIN_LATER,
+    WS_SEND_BUFFER_BYTES,
+};
 use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
 use crate::ws::frame::{self, HeaderError, Opcode};
 use crate::ws::message::{Event, Reassembler};
@@ -16,6 +19,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::future::Future;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -67,8 +71,6 @@ struct Connection<M> {
     reassembler: Reassembler,
     /// Bytes of the slot's outbox already written.
     outbox_written: usize,
-    /// A broadcast frame being written, and how far.
-    broadcast: Option<(Rc<[u8]>, usize)>,
     /// A close frame is queued; no more input is acted on.
     closing: bool,
     ending: Ending,
@@ -91,7 +93,6 @@ impl<M: Member> Connection<M> {
             partial: leftover,
             reassembler,
             outbox_written: 0,
-            broadcast: None,
             closing: false,
             ending: Ending::ByClient,
         }
@@ -109,6 +110,7 @@ impl<M: Member> Connection<M> {
         }
         self.closing = true;
         self.ending = ending;
+        self.slot.take_socket_back();
         // The close frame is exempt from the outbox bound: it is the last thing sent.
         frame::encode_close(code, reason, &mut self.slot.outbox().borrow_mut());
     }
@@ -198,9 +200,30 @@ impl<M: Member> Connection<M> {
         }
     }
 
-    /// Writes personal frames first, then the newest broadcast. Ready when nothing is left.
+    /// Writes, in this order: the rest of a broadcast frame already begun (its bytes
+    /// must stay together), personal frames, then the newest broadcast. Ready when
+    /// nothing is left; then, unless closing, the socket is lent to the room, which
+    /// writes the next broadcasts itself until there is something to queue again.
     fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.slot.take_socket_back();
         loop {
+            let rest = self.slot.broadcast_rest().borrow_mut().take();
+            if let Some((frame, offset)) = rest {
+                match Pin::new(&mut self.stream).poll_write(cx, &frame[offset..]) {
+                    Poll::Ready(Ok(n)) if offset + n == frame.len() => {
+                        self.context.metrics.ws_out(1);
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        *self.slot.broadcast_rest().borrow_mut() = Some((frame, offset + n));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        *self.slot.broadcast_rest().borrow_mut() = Some((frame, offset));
+                        return Poll::Pending;
+                    }
+                }
+                continue;
+            }
             let outbox_cell = self.slot.outbox();
             let outbox_len = outbox_cell.borrow().len();
             if self.outbox_written < outbox_len {
@@ -225,25 +248,12 @@ impl<M: Member> Connection<M> {
             if self.closing {
                 return Poll::Ready(Ok(()));
             }
-            if self.broadcast.is_none() {
-                match self.member.newest_broadcast() {
-                    Some(frame) => self.broadcast = Some((frame, 0)),
-                    None => return Poll::Ready(Ok(())),
+            match self.member.newest_broadcast() {
+                Some(frame) => *self.slot.broadcast_rest().borrow_mut() = Some((frame, 0)),
+                None => {
+                    self.slot.lend_socket(self.stream.as_raw_fd());
+                    return Poll::Ready(Ok(()));
                 }
-            }
-            let Some((frame, offset)) = &mut self.broadcast else {
-                unreachable!()
-            };
-            match Pin::new(&mut self.stream).poll_write(cx, &frame[*offset..]) {
-                Poll::Ready(Ok(n)) => {
-                    *offset += n;
-                    if *offset == frame.len() {
-                        self.broadcast = None;
-                        self.context.metrics.ws_out(1);
-                    }
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -253,6 +263,7 @@ impl<M: Member> Connection<M> {
         let slot = &self.slot;
         if slot.overflowed() {
             // Not reading at all: nothing more can be delivered, not even a close frame.
+            slot.take_socket_back();
             self.closing = true;
             self.ending = Ending::ByClient;
             slot.outbox().borrow_mut().clear();
@@ -298,6 +309,29 @@ impl<M: Member> Future for Connection<M> {
     }
 }
 
+/// Bounds what the kernel queues for a client that reads slowly (see
+/// [`WS_SEND_BUFFER_BYTES`]). Without it, autotuning would let megabytes of averages
+/// pile up per socket instead of conflating them.
+fn bound_send_buffer(stream: &TcpStream) {
+    let bytes = WS_SEND_BUFFER_BYTES as libc::c_int;
+    // SAFETY: setsockopt reads an int of the given size from a valid pointer.
+    let failed = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } != 0;
+    if failed {
+        log::debug!(
+            "cannot bound a WebSocket's send buffer: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
 /// Completes the handshake and closes at once: a limit refused the client.
 pub async fn refuse(
     metrics: &Metrics,
@@ -331,6 +365,7 @@ pub async fn serve<M: Member>(
     join: impl FnOnce(&Rc<Slot>) -> Result<M, Rejected>,
 ) {
     let metrics = context.metrics.clone();
+    bound_send_buffer(&stream);
     let sockets = context.sockets.clone();
     let slot = sockets.new_slot();
     slot.outbox().borrow_mut().extend_from_slice(&greeting);
@@ -345,6 +380,7 @@ pub async fn serve<M: Member>(
     metrics.opened(endpoint);
     let mut connection = Connection::new(context, stream, slot.clone(), member, leftover);
     let ending = (&mut connection).await;
+    slot.take_socket_back();
     let (member, stream) = connection.into_parts();
     member.leave();
     sockets.drop_slot(&slot);

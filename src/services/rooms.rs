@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::route::WsKind;
 use crate::limits::METER_BUCKET_MS;
-use crate::meter::broadcast::{Broadcast, Cursor};
+use crate::meter::broadcast::Broadcast;
 use crate::meter::rate::RateLimit;
 use crate::meter::value;
 use crate::meter::window::{Contribution, Window};
@@ -69,7 +69,6 @@ pub struct Member {
     room: Rc<Room>,
     slot: Rc<Slot>,
     contribution: Contribution,
-    cursor: Cursor,
     rate: RateLimit,
 }
 
@@ -122,9 +121,10 @@ impl Rooms {
             slot.member_index.set(members.len());
             members.push(slot.clone());
         }
+        // A new member hears what comes after it joined.
+        slot.broadcast_seen.set(room.broadcast.version());
         Ok(Member {
             rooms: self.clone(),
-            cursor: Cursor::at_end(&room.broadcast),
             room,
             slot: slot.clone(),
             contribution: Contribution::default(),
@@ -161,33 +161,42 @@ impl Rooms {
         }
         let due_ms = room.last_broadcast_ms.get() + interval_ms;
         if interval_ms == 0 || room.broadcast.version() == 0 || now_ms >= due_ms {
-            room.broadcast(now_ms);
+            self.metrics.ws_out(room.broadcast(now_ms));
             return;
         }
         room.flush_scheduled.set(true);
         let room = room.clone();
-        let clock = self.clock.clone();
+        let (clock, metrics) = (self.clock.clone(), self.metrics.clone());
         glommio::spawn_local(async move {
             glommio::timer::sleep(Duration::from_millis(due_ms - now_ms)).await;
             room.flush_scheduled.set(false);
-            room.broadcast(clock.now_ms());
+            metrics.ws_out(room.broadcast(clock.now_ms()));
         })
         .detach();
     }
 }
 
 impl Room {
-    /// Encodes the current average once and wakes every member to send it.
-    fn broadcast(&self, now_ms: u64) {
+    /// Encodes the current average once and writes it into every member's socket that
+    /// is free to take it; wakes the others, which send it (or a newer one) themselves.
+    /// Returns how many members were written to here.
+    fn broadcast(&self, now_ms: u64) -> u64 {
         let reading = self.window.borrow_mut().read(now_ms);
         let mut json = self.json.borrow_mut();
         json.clear();
         value::write_reading(reading.average, reading.count, &mut json);
         self.broadcast.publish(&json);
         self.last_broadcast_ms.set(now_ms);
+        let (frame, version) = (self.broadcast.frame(), self.broadcast.version());
+        let mut sent = 0;
         for slot in self.members.borrow().iter() {
-            slot.wake();
+            if slot.offer_broadcast(&frame, version) {
+                sent += 1;
+            } else {
+                slot.wake();
+            }
         }
+        sent
     }
 }
 
@@ -222,7 +231,10 @@ impl Member {
     /// The room's newest frame if this member has not been sent it; skipped ones count
     /// as conflated.
     pub fn newest_broadcast(&mut self) -> Option<Rc<[u8]>> {
-        let (frame, skipped) = self.cursor.newest(&self.room.broadcast)?;
+        let (frame, skipped) = self
+            .room
+            .broadcast
+            .newest_after(&self.slot.broadcast_seen)?;
         if skipped > 0 {
             self.rooms.metrics.conflated(skipped);
         }
