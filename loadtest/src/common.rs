@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::cli::Opts;
+use crate::cli::Common;
 use crate::http::{Client, HttpError, Response};
 use crate::net::Target;
 use crate::proto;
@@ -32,20 +32,23 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(target: Target, opts: Opts, stats: Rc<Stats>, seed: u64) -> Result<Ctx, String> {
-        let duration = Duration::from_secs_f64(opts.f64("duration-s")?);
-        let timeout = Duration::from_secs_f64(opts.f64("timeout-s")?.max(0.001));
-        let run_id = format!("lt-{:08x}", rand::random::<u32>());
-        Ok(Ctx {
+    pub fn new(
+        target: Target,
+        common: &Common,
+        duration_s: f64,
+        stats: Rc<Stats>,
+        seed: u64,
+    ) -> Ctx {
+        Ctx {
             target,
             stats,
-            run_id,
-            timeout,
-            duration,
+            run_id: format!("lt-{:08x}", rand::random::<u32>()),
+            timeout: Duration::from_secs_f64(common.timeout_s.max(0.001)),
+            duration: Duration::from_secs_f64(duration_s),
             seed,
             seq: Cell::new(0),
             seq_src: Cell::new(0),
-        })
+        }
     }
 
     /// A fresh deterministic-per-seed RNG for one task.
@@ -280,12 +283,6 @@ pub async fn sleep_until(t: Instant) {
     crate::net::sleep(t.saturating_duration_since(Instant::now())).await
 }
 
-/// Exponential inter-arrival time for a Poisson process of `rate`/s.
-pub fn exp_interval(rng: &mut SmallRng, rate: f64) -> Duration {
-    use rand::Rng;
-    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-    Duration::from_secs_f64(-u.ln() / rate)
-}
 
 #[cfg(test)]
 mod tests {
