@@ -33,7 +33,12 @@ pub struct Cli {
 #[command(next_help_heading = "Common options")]
 pub struct Common {
     /// Server base URL (http:// or ws://, IP literal or localhost, no path)
-    #[arg(long, global = true, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub url: String,
     /// How long the measured phase runs; every scenario stops by itself
     /// [default: 30 for meter and idle, 60 for festival, 10 for the others]
@@ -208,8 +213,16 @@ mod tests {
             let help = sub.render_long_help().to_string();
             for arg in sub.get_arguments().filter(|a| a.get_long().is_some()) {
                 let long = arg.get_long().unwrap();
-                assert!(help.contains(&format!("--{long}")), "{}: --{long}", sub.get_name());
-                assert!(arg.get_help().is_some(), "{}: --{long} has no help", sub.get_name());
+                assert!(
+                    help.contains(&format!("--{long}")),
+                    "{}: --{long}",
+                    sub.get_name()
+                );
+                assert!(
+                    arg.get_help().is_some(),
+                    "{}: --{long} has no help",
+                    sub.get_name()
+                );
             }
             assert!(help.contains("[default: "), "{}", sub.get_name());
         }

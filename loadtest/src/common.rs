@@ -1,14 +1,12 @@
 //! What every scenario shares: the run context, preflight checks, a cheap
 //! stop signal, and helpers that turn failures into violations or errors.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use event_listener::Event;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
@@ -214,67 +212,40 @@ pub fn check_json(ctx: &Ctx, what: &str, r: &Response, status: u16) -> Option<se
     ctx.check(what, proto::json_response(r, status))
 }
 
-/// A one-shot broadcast stop signal with one waker slot per waiter, so
-/// thousands of connections can race their reads against it cheaply.
+/// A one-shot stop signal that thousands of connections race their reads
+/// against.
 pub struct Stop {
     fired: Cell<bool>,
-    wakers: RefCell<Vec<Option<Waker>>>,
+    event: Event,
 }
 
 impl Stop {
-    pub fn new(slots: usize) -> Rc<Stop> {
+    pub fn new() -> Rc<Stop> {
         Rc::new(Stop {
             fired: Cell::new(false),
-            wakers: RefCell::new(vec![None; slots]),
+            event: Event::new(),
         })
     }
 
     pub fn fire(&self) {
         self.fired.set(true);
-        let ws: Vec<Waker> = self
-            .wakers
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(|w| w.take())
-            .collect();
-        for w in ws {
-            w.wake();
-        }
+        self.event.notify(usize::MAX);
     }
 
     pub fn fired(&self) -> bool {
         self.fired.get()
     }
 
-    /// Resolves once fired. `slot` must be unique per concurrent waiter.
-    pub fn wait(self: &Rc<Self>, slot: usize) -> StopWait {
-        StopWait {
-            stop: self.clone(),
-            slot,
+    /// Resolves once fired.
+    pub async fn wait(&self) {
+        while !self.fired.get() {
+            let listener = self.event.listen();
+            // fired between the check and the listen: no notification left
+            if self.fired.get() {
+                return;
+            }
+            listener.await;
         }
-    }
-}
-
-pub struct StopWait {
-    stop: Rc<Stop>,
-    slot: usize,
-}
-
-impl Future for StopWait {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.stop.fired.get() {
-            return Poll::Ready(());
-        }
-        let mut w = self.stop.wakers.borrow_mut();
-        if self.slot >= w.len() {
-            w.resize(self.slot + 1, None);
-        }
-        match &w[self.slot] {
-            Some(old) if old.will_wake(cx.waker()) => {}
-            _ => w[self.slot] = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
 }
 
@@ -282,7 +253,6 @@ impl Future for StopWait {
 pub async fn sleep_until(t: Instant) {
     crate::net::sleep(t.saturating_duration_since(Instant::now())).await
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -295,13 +265,13 @@ mod tests {
             .make()
             .unwrap();
         ex.run(async {
-            let stop = Stop::new(4);
+            let stop = Stop::new();
             let done = Rc::new(Cell::new(0));
             let mut tasks = Vec::new();
             for i in 0..6 {
                 let (s, d) = (stop.clone(), done.clone());
                 tasks.push(glommio::spawn_local(async move {
-                    s.wait(i).await;
+                    s.wait().await;
                     d.set(d.get() + 1);
                 }));
             }
@@ -313,7 +283,7 @@ mod tests {
             }
             assert_eq!(done.get(), 6);
             // already fired: resolves at once
-            stop.wait(0).await;
+            stop.wait().await;
         });
     }
 }

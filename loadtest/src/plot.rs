@@ -38,7 +38,12 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> Result<String, 
     let count_max = series.iter().map(|(_, h)| h.len()).max().unwrap_or(1);
     let decades = ((count_max as f64).log10().ceil() as i32).clamp(2, 6) as f64;
     let max_ms = series.iter().map(|(_, h)| h.max()).max().unwrap_or(1000) as f64 / 1000.0;
-    let min_ms = series.iter().map(|(_, h)| h.min().max(1)).min().unwrap_or(1) as f64 / 1000.0;
+    let min_ms = series
+        .iter()
+        .map(|(_, h)| h.min().max(1))
+        .min()
+        .unwrap_or(1) as f64
+        / 1000.0;
     // on a log axis y holds log10(ms)
     let log = max_ms / min_ms > 100.0;
     let (y_lo, y_hi) = if log {
@@ -128,7 +133,16 @@ mod tests {
     fn texts(svg: &str) -> Vec<String> {
         svg.split("<text")
             .skip(1)
-            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim().to_string()))
+            .filter_map(|t| {
+                Some(
+                    t.split_once('>')?
+                        .1
+                        .split_once("</text>")?
+                        .0
+                        .trim()
+                        .to_string(),
+                )
+            })
             .collect()
     }
 
@@ -141,13 +155,24 @@ mod tests {
         let s = svg("meter \"test\"", &[("fanout <&>".into(), &h)]).unwrap();
         assert!(s.starts_with("<svg"), "{}", &s[..80]);
         assert!(s.trim_end().ends_with("</svg>"));
-        let wide = |l: &&str| l.split('>').next().is_some_and(|a| a.contains("stroke-width=\"2\""));
+        let wide = |l: &&str| {
+            l.split('>')
+                .next()
+                .is_some_and(|a| a.contains("stroke-width=\"2\""))
+        };
         let lines = s.split("<polyline").skip(1).filter(wide).count();
         assert_eq!(lines, 2, "the series and its legend mark");
         let t = texts(&s);
-        assert!(t.iter().any(|t| t.starts_with("fanout &lt;&amp;&gt;: p50 ")), "{t:?}");
+        assert!(
+            t.iter()
+                .any(|t| t.starts_with("fanout &lt;&amp;&gt;: p50 ")),
+            "{t:?}"
+        );
         assert!(t.contains(&"meter &quot;test&quot;".to_string()), "{t:?}");
-        assert!(t.contains(&"99.9%".to_string()) && t.contains(&"0%".to_string()), "{t:?}");
+        assert!(
+            t.contains(&"99.9%".to_string()) && t.contains(&"0%".to_string()),
+            "{t:?}"
+        );
         assert!(t.contains(&"latency (ms)".to_string()), "{t:?}");
         assert!(!s.contains("NaN") && !s.contains("inf"));
     }
@@ -161,7 +186,10 @@ mod tests {
         let l = svg("log", &[("fast".into(), &fast), ("slow".into(), &slow)]).unwrap();
         let t = texts(&l);
         assert!(t.contains(&"latency (ms, log scale)".to_string()), "{t:?}");
-        assert!(t.contains(&"0.100".to_string()) && t.contains(&"100000".to_string()), "{t:?}");
+        assert!(
+            t.contains(&"0.100".to_string()) && t.contains(&"100000".to_string()),
+            "{t:?}"
+        );
         assert!(!l.contains("NaN") && !l.contains("inf"));
         assert!(texts(&svg("none", &[]).unwrap()).contains(&"no samples".to_string()));
     }

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use tungstenite::http::StatusCode;
 
 use crate::http::Response;
 
@@ -32,25 +33,6 @@ pub const MENU: [(&str, &str, &str); 4] = [
 
 pub fn menu_name(id: &str) -> Option<&'static str> {
     MENU.iter().find(|m| m.0 == id).map(|m| m.1)
-}
-
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    }
 }
 
 fn short(b: &[u8]) -> String {
@@ -114,7 +96,10 @@ pub fn check_error_value(v: &Value, status: u16, msg: Option<&str>) -> Result<()
     if o.len() != 2 || !o.contains_key("error") || !o.contains_key("message") {
         return Err("error body must have exactly the keys error, message".into());
     }
-    let want = reason_phrase(status);
+    let want = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     if o["error"].as_str() != Some(want) {
         return Err(format!("error {:?}, want {want:?}", o["error"]));
     }

@@ -171,14 +171,14 @@ fn threads_text(u: &ProcUsage) -> String {
             format!("{} ({})", t.name, t.threads)
         };
         s.push_str(&format!(
-            "server thread {name:<22} {:>6.1}% of one core, {:>5.1}% of the server's CPU\n",
+            "server {name:<22} {:>6.1}% of one core, {:>5.1}% of the server's CPU\n",
             u.pct_of_one_core(t.cpu_s),
             u.share_pct(t.cpu_s)
         ));
     }
     if let Some((t, share)) = u.busiest_executor() {
         s.push_str(&format!(
-            "server busiest executor: {} with {share:.1}% of the server's CPU time (target <= {BUSIEST_EXECUTOR_SHARE_TARGET_PCT}%)\n",
+            "server busiest executor: {}, {share:.1}% of the server's CPU time (target <= {BUSIEST_EXECUTOR_SHARE_TARGET_PCT}%)\n",
             t.name
         ));
     }
@@ -353,6 +353,7 @@ pub fn compare_json(a: &RunResult, b: &RunResult, max_errors: u64) -> Value {
 mod tests {
     use super::*;
     use crate::stats::{new_hist, Stats};
+    use crate::usage::ThreadCpu;
 
     fn sample() -> RunResult {
         let s = Stats::new();
@@ -369,6 +370,24 @@ mod tests {
         let mut r = s.result("meter", "http://127.0.0.1:8080");
         r.wall_s = 10.0;
         r.counters[0].per_s = 100.0;
+        let thread = |name: &str, executor, threads, cpu_s| ThreadCpu {
+            name: name.into(),
+            executor,
+            threads,
+            cpu_s,
+        };
+        r.server = Some(ProcUsage {
+            cpu_user_s: 3.0,
+            cpu_sys_s: 2.0,
+            cpu_pct: 50.0,
+            wall_s: 10.0,
+            threads: vec![
+                thread("kakigori-1", true, 1, 3.5),
+                thread("kakigori-2", true, 1, 1.25),
+                thread("other threads", false, 17, 0.25),
+            ],
+            ..ProcUsage::default()
+        });
         r
     }
 
@@ -399,6 +418,16 @@ mod tests {
         assert!(t.contains("fanout"));
         assert!(t.contains("VIOLATIONS: 1"));
         assert!(t.contains("RESULT: FAIL"));
+        let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("server ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "server executor kakigori-1      35.0% of one core,  70.0% of the server's CPU",
+                "server executor kakigori-2      12.5% of one core,  25.0% of the server's CPU",
+                "server other threads (17)        2.5% of one core,   5.0% of the server's CPU",
+                "server busiest executor: kakigori-1, 70.0% of the server's CPU time (target <= 65%)",
+            ]
+        );
     }
 
     #[test]
@@ -416,12 +445,26 @@ mod tests {
         assert_eq!(v["metrics"]["delivery_ratio"], 0.25);
         assert_eq!(v["violations"][0]["kind"], "bad <shape>");
         assert_eq!(v["violations"][0]["count"], 1);
+        let threads = &v["server"]["threads"];
+        assert_eq!(threads[0]["name"], "kakigori-1");
+        assert_eq!(threads[0]["executor"], true);
+        assert_eq!(threads[0]["cpu_pct_of_one_core"], 35.0);
+        assert_eq!(threads[0]["share_of_process_cpu_pct"], 70.0);
+        assert_eq!(threads[2]["threads"], 17);
+        assert_eq!(v["server"]["busiest_executor_share_pct"], 70.0);
+        assert!(v["harness"].get("threads").is_none());
         // round-trips through text
         let txt = serde_json::to_string(&v).unwrap();
         let back: Value = serde_json::from_str(&txt).unwrap();
         assert_eq!(back, v);
         let c = compare_json(&r, &r, 0);
         assert_eq!(c["compare"]["ratios"]["sent /s"]["b_over_a"], 1.0);
+        let busiest = &c["compare"]["ratios"]["server busiest executor share %"];
+        assert_eq!(
+            (busiest["a"].as_f64(), busiest["higher_is_better"].as_bool()),
+            (Some(70.0), Some(false))
+        );
+        assert_eq!(c["compare"]["ratios"]["server kakigori-2 cpu %"]["b"], 12.5);
         assert!(compare_text(&r, &r).contains("1.000"));
     }
 }

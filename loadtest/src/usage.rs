@@ -259,7 +259,10 @@ mod tests {
         b.push(t(106, "kakigori-watchd", 0, 0, 1001));
         let got = thread_cpu(&a, &b, 100.0);
         assert_eq!(got.len(), 3, "{got:?}");
-        assert_eq!((got[0].name.as_str(), got[0].executor), ("kakigori-1", true));
+        assert_eq!(
+            (got[0].name.as_str(), got[0].executor),
+            ("kakigori-1", true)
+        );
         assert!((got[0].cpu_s - 3.0).abs() < 1e-9);
         assert_eq!(got[1].name, "kakigori-2");
         assert!((got[1].cpu_s - 1.0).abs() < 1e-9);
@@ -283,7 +286,10 @@ mod tests {
     fn parses_the_command_name_with_spaces_and_parentheses() {
         let s = stat_line(7, "a (b) c", 12, 34, 99);
         let t = ThreadTicks::from(&s);
-        assert_eq!((t.tid, t.name.as_str(), t.ticks, t.started), (7, "a (b) c", 46, 99));
+        assert_eq!(
+            (t.tid, t.name.as_str(), t.ticks, t.started),
+            (7, "a (b) c", 46, 99)
+        );
         assert!(!executor_name("kakigori-"));
         assert!(!executor_name("kakigori-watchd"));
         assert!(executor_name("kakigori-12"));

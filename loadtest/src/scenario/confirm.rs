@@ -115,7 +115,9 @@ pub async fn await_order(
                     }
                     return;
                 }
-                Ok(Message::Binary(_)) => st.violation("confirm: binary message", || room.to_string()),
+                Ok(Message::Binary(_)) => {
+                    st.violation("confirm: binary message", || room.to_string())
+                }
                 Ok(_) => {}
                 Err(e) => {
                     ctx.ws_failed("confirm", room, &e);

@@ -43,7 +43,12 @@ pub struct Args {
     pub poll_ms: u64,
     /// Staff bearer token; without one the staff client is off and guests stop after their
     /// order is found
-    #[arg(long, value_name = "TOKEN", env = "KAKIGORI_STAFF_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "KAKIGORI_STAFF_TOKEN",
+        hide_env_values = true
+    )]
     pub staff_token: Option<String>,
     /// Staff: order age before POST .../waiting-pickup
     #[arg(long, value_name = "MS", default_value_t = 500)]

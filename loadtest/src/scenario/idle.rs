@@ -9,8 +9,8 @@ use glommio::sync::Semaphore;
 use crate::cli::non_negative;
 use crate::common::{sleep_until, Ctx, Stop};
 use crate::net;
-use crate::usage;
 use crate::stats::Kind;
+use crate::usage;
 use crate::ws::{close_code, Message, WsError};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -67,7 +67,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let close_ok = st.counter("close_handshakes_ok", Kind::Total);
     let h_connect = st.hist("connect");
     let h_ping = st.hist("final_ping_rtt");
-    let stop = Stop::new(cfg.connections);
+    let stop = Stop::new();
     let sem = Rc::new(Semaphore::new(cfg.connect_concurrency.max(1) as u64));
     let bind = cfg.conns_per_source > 0 && net::is_v4_loopback(&ctx.target.addr);
     let sources = if bind {
@@ -160,7 +160,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
                     break;
                 }
                 let w = future::or(async { Wake::Read(ws.fill().await) }, async {
-                    stop.wait(i).await;
+                    stop.wait().await;
                     Wake::Stop
                 })
                 .await;

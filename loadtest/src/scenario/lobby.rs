@@ -140,7 +140,9 @@ pub async fn lobby_client(
                     }
                     return;
                 }
-                Ok(Message::Binary(_)) => st.violation("lobby: binary message", || room.to_string()),
+                Ok(Message::Binary(_)) => {
+                    st.violation("lobby: binary message", || room.to_string())
+                }
                 Ok(_) => {}
                 Err(e) => {
                     ctx.ws_failed("lobby", room, &e);
@@ -184,7 +186,15 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         for _ in 0..n {
             let (ctx, ls, room, cfg) = (ctx.clone(), ls.clone(), room.clone(), cfg.clone());
             tasks.push(glommio::spawn_local(async move {
-                lobby_client(&ctx, &ls, &room, cfg.lobby_size, cfg.start_delay_s, wave_timeout).await
+                lobby_client(
+                    &ctx,
+                    &ls,
+                    &room,
+                    cfg.lobby_size,
+                    cfg.start_delay_s,
+                    wave_timeout,
+                )
+                .await
             }));
         }
         let mut by_time: BTreeMap<String, usize> = BTreeMap::new();

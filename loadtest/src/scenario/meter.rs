@@ -138,7 +138,10 @@ const JUNK: [&str; 4] = [
 
 pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let st = ctx.stats.clone();
-    let prefix = cfg.room_prefix.clone().unwrap_or_else(|| ctx.run_id.clone());
+    let prefix = cfg
+        .room_prefix
+        .clone()
+        .unwrap_or_else(|| ctx.run_id.clone());
     let mut rooms = Vec::new();
     for i in 0..cfg.rooms {
         rooms.push(Rc::new(Room {
@@ -177,7 +180,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         h_fanout: st.hist("probe_fanout"),
         h_echo: st.hist("probe_sender_echo"),
         send_until: Cell::new(Instant::now() + Duration::from_secs(3600)),
-        stop: Stop::new(total),
+        stop: Stop::new(),
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
@@ -237,7 +240,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     sh.send_until.set(send_until);
     let mut rng = ctx.rng();
     let mut tasks = Vec::with_capacity(conns.len());
-    for (slot, (room, role, ws)) in conns.into_iter().enumerate() {
+    for (room, role, ws) in conns {
         let first = match role {
             Role::Sender => start + Duration::from_secs_f64(rng.gen_range(0.0..1.0) / room.hz),
             Role::Probe => start,
@@ -248,7 +251,6 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
             room,
             ws,
             role,
-            slot,
             first,
         )));
     }
@@ -340,7 +342,6 @@ async fn conn_task(
     room: Rc<Room>,
     mut ws: WsConn,
     role: Role,
-    slot: usize,
     first: Instant,
 ) {
     let ctx = &sh.ctx;
@@ -501,7 +502,7 @@ async fn conn_task(
                     false
                 },
                 async {
-                    sh.stop.wait(slot).await;
+                    sh.stop.wait().await;
                     true
                 },
             )
@@ -527,7 +528,7 @@ async fn conn_task(
             let wake = {
                 let read = async { Wake::Read(ws.fill().await) };
                 let stop = async {
-                    sh.stop.wait(slot).await;
+                    sh.stop.wait().await;
                     Wake::Stop
                 };
                 if can_send {
