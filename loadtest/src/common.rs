@@ -158,6 +158,27 @@ impl Ctx {
         }
     }
 
+    /// Close `ws` with 1000 and wait for the server's echo; records why not
+    /// under `what` (and returns false) when it does not come.
+    pub async fn close_ws(&self, what: &str, at: &str, ws: &mut WsConn) -> bool {
+        let detail = match crate::net::timeout(self.timeout, ws.close(1000)).await {
+            Some(Ok(_)) => return true,
+            Some(Err(WsError::Eof)) => {
+                "server dropped the TCP connection instead of answering our close frame".into()
+            }
+            Some(Err(e)) => {
+                self.ws_failed(&format!("{what} close"), at, &e);
+                return false;
+            }
+            None => format!("no close frame within {:?} of ours", self.timeout),
+        };
+        self.stats
+            .violation(&format!("{what}: close handshake not completed"), || {
+                format!("{at}: {detail}")
+            });
+        false
+    }
+
     /// Check a JSON response; on failure record a violation named `what`.
     pub fn check<T>(&self, what: &str, r: Result<T, String>) -> Option<T> {
         match r {
@@ -268,7 +289,7 @@ mod tests {
             let stop = Stop::new();
             let done = Rc::new(Cell::new(0));
             let mut tasks = Vec::new();
-            for i in 0..6 {
+            for _ in 0..6 {
                 let (s, d) = (stop.clone(), done.clone());
                 tasks.push(glommio::spawn_local(async move {
                     s.wait().await;

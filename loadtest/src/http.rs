@@ -232,28 +232,21 @@ pub fn build_request(
 }
 
 /// Errors of one request.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("I/O error: {0}")]
     Io(io::Error),
+    #[error("timed out")]
     Timeout,
     /// The peer sent something that is not valid HTTP.
+    #[error("malformed HTTP response: {0}")]
     Protocol(String),
     /// The connection closed before any byte of a response.
+    #[error("connection closed before any response byte")]
     Closed,
     /// The connection closed in the middle of a response.
+    #[error("connection closed in the middle of a response")]
     Truncated,
-}
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HttpError::Io(e) => write!(f, "I/O error: {e}"),
-            HttpError::Timeout => write!(f, "timed out"),
-            HttpError::Protocol(s) => write!(f, "malformed HTTP response: {s}"),
-            HttpError::Closed => write!(f, "connection closed before any response byte"),
-            HttpError::Truncated => write!(f, "connection closed in the middle of a response"),
-        }
-    }
 }
 
 impl From<io::Error> for HttpError {

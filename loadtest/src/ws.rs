@@ -75,25 +75,18 @@ impl Write for Pipe {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum WsError {
+    #[error("I/O error: {0}")]
     Io(io::Error),
+    #[error("timed out")]
     Timeout,
     /// The connection ended without (or after) a close frame.
+    #[error("connection closed without a close frame")]
     Eof,
     /// The server broke the WebSocket protocol.
+    #[error("WebSocket protocol violation: {0}")]
     Protocol(String),
-}
-
-impl std::fmt::Display for WsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WsError::Io(e) => write!(f, "I/O error: {e}"),
-            WsError::Timeout => write!(f, "timed out"),
-            WsError::Eof => write!(f, "connection closed without a close frame"),
-            WsError::Protocol(s) => write!(f, "WebSocket protocol violation: {s}"),
-        }
-    }
 }
 
 impl From<io::Error> for WsError {
@@ -123,26 +116,19 @@ impl From<tungstenite::Error> for WsError {
 }
 
 /// Handshake failures.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HsError {
+    #[error("I/O error: {0}")]
     Io(io::Error),
+    #[error("handshake timed out")]
     Timeout,
     /// The server answered with something other than 101 (full response).
+    #[error("upgrade refused: {} {}", .0.status(), .0.body_str())]
     Rejected(Response),
     /// 101 but wrong/missing Upgrade, Connection or Sec-WebSocket-Accept, or
     /// not HTTP at all.
+    #[error("bad handshake response: {0}")]
     Bad(String),
-}
-
-impl std::fmt::Display for HsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HsError::Io(e) => write!(f, "I/O error: {e}"),
-            HsError::Timeout => write!(f, "handshake timed out"),
-            HsError::Rejected(r) => write!(f, "upgrade refused: {} {}", r.status(), r.body_str()),
-            HsError::Bad(s) => write!(f, "bad handshake response: {s}"),
-        }
-    }
 }
 
 impl From<io::Error> for HsError {

@@ -509,14 +509,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
             || item.to_string(),
         );
     }
-    match net::timeout(ctx.timeout, ws.close(1000)).await {
-        Some(Ok(_)) => {}
-        Some(Err(WsError::Eof)) | None => st
-            .violation("festival chant: close handshake not completed", || {
-                item.to_string()
-            }),
-        Some(Err(e)) => ctx.ws_failed("festival chant close", item, &e),
-    }
+    ctx.close_ws("festival chant", item, &mut ws).await;
     true
 }
 

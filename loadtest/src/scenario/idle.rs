@@ -225,13 +225,8 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
                     return Outcome::NoPong;
                 }
             }
-            match net::timeout(ctx.timeout, ws.close(1000)).await {
-                Some(Ok(_)) => close_ok.inc(),
-                Some(Err(WsError::Eof)) | None => st
-                    .violation("idle: close handshake not completed", || {
-                        "no close frame in answer to ours".into()
-                    }),
-                Some(Err(e)) => ctx.ws_failed("idle close", &path, &e),
+            if ctx.close_ws("idle", &path, &mut ws).await {
+                close_ok.inc();
             }
             Outcome::Survived
         }));

@@ -337,13 +337,7 @@ enum Wake {
     Stop,
 }
 
-async fn conn_task(
-    sh: Rc<Shared>,
-    room: Rc<Room>,
-    mut ws: WsConn,
-    role: Role,
-    first: Instant,
-) {
+async fn conn_task(sh: Rc<Shared>, room: Rc<Room>, mut ws: WsConn, role: Role, first: Instant) {
     let ctx = &sh.ctx;
     let st = &ctx.stats;
     let period = Duration::from_secs_f64(1.0 / room.hz.max(1e-9));
@@ -612,14 +606,7 @@ async fn conn_task(
     if server_closed {
         return;
     }
-    match crate::net::timeout(ctx.timeout, ws.close(1000)).await {
-        Some(Ok(_code)) => sh.closed_ok.inc(),
-        Some(Err(WsError::Eof)) => st.violation("meter: close handshake not completed", || {
-            "server dropped the TCP connection instead of answering our close frame".into()
-        }),
-        Some(Err(e)) => ctx.ws_failed("meter close", &where_(), &e),
-        None => st.violation("meter: close handshake not completed", || {
-            format!("no close frame within {:?} of ours", ctx.timeout)
-        }),
+    if ctx.close_ws("meter", &where_(), &mut ws).await {
+        sh.closed_ok.inc();
     }
 }
