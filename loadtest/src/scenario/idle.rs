@@ -129,6 +129,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
             let at = |t: Instant| format!("{path} after {:.2} s open", t.elapsed().as_secs_f64());
             // hold: answer pings, stay silent, until the stop signal
             let mut alive = true;
+            let mut stopped = stop.listen();
             'hold: loop {
                 loop {
                     match ws.next_message() {
@@ -160,7 +161,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
                     break;
                 }
                 let w = future::or(async { Wake::Read(ws.fill().await) }, async {
-                    stop.wait().await;
+                    (&mut stopped).await;
                     Wake::Stop
                 })
                 .await;

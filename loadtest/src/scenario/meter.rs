@@ -370,6 +370,7 @@ async fn conn_task(sh: Rc<Shared>, room: Rc<Room>, mut ws: WsConn, role: Role, f
             t_start.elapsed().as_secs_f64()
         )
     };
+    let mut stopped = sh.stop.listen();
     'outer: loop {
         // handle everything already buffered
         loop {
@@ -496,7 +497,7 @@ async fn conn_task(sh: Rc<Shared>, room: Rc<Room>, mut ws: WsConn, role: Role, f
                     false
                 },
                 async {
-                    sh.stop.wait().await;
+                    (&mut stopped).await;
                     true
                 },
             )
@@ -522,7 +523,7 @@ async fn conn_task(sh: Rc<Shared>, room: Rc<Room>, mut ws: WsConn, role: Role, f
             let wake = {
                 let read = async { Wake::Read(ws.fill().await) };
                 let stop = async {
-                    sh.stop.wait().await;
+                    (&mut stopped).await;
                     Wake::Stop
                 };
                 if can_send {
