@@ -113,7 +113,7 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> Result<String, 
         } else {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(SeriesLabelPosition::LowerRight)
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .draw()

@@ -3,7 +3,10 @@
 //! the glommio task that owns the connection moves bytes between the pipe and
 //! the socket. So one executor drives thousands of connections, each a task,
 //! with no thread or blocking call per socket, and a reader can take several
-//! frames out of one `recv` (see `meter --load-read-ms`).
+//! frames out of one `recv` (see `meter --load-read-ms`). Everything the
+//! scenarios send is well-formed, so there is no raw frame writer. tungstenite
+//! does not check that the server encodes lengths minimally; every other
+//! framing rule of RFC 6455 it enforces.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
