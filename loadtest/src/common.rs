@@ -1,18 +1,16 @@
 //! What every scenario shares: the run context, preflight checks, a cheap
 //! stop signal, and helpers that turn failures into violations or errors.
 
-use std::cell::{Cell, RefCell};
-use std::future::Future;
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use event_listener::{Event, EventListener};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::cli::Opts;
+use crate::cli::Common;
 use crate::http::{Client, HttpError, Response};
 use crate::net::Target;
 use crate::proto;
@@ -32,20 +30,23 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(target: Target, opts: Opts, stats: Rc<Stats>, seed: u64) -> Result<Ctx, String> {
-        let duration = Duration::from_secs_f64(opts.f64("duration-s")?);
-        let timeout = Duration::from_secs_f64(opts.f64("timeout-s")?.max(0.001));
-        let run_id = format!("lt-{:08x}", rand::random::<u32>());
-        Ok(Ctx {
+    pub fn new(
+        target: Target,
+        common: &Common,
+        duration_s: f64,
+        stats: Rc<Stats>,
+        seed: u64,
+    ) -> Ctx {
+        Ctx {
             target,
             stats,
-            run_id,
-            timeout,
-            duration,
+            run_id: format!("lt-{:08x}", rand::random::<u32>()),
+            timeout: Duration::from_secs_f64(common.timeout_s.max(0.001)),
+            duration: Duration::from_secs_f64(duration_s),
             seed,
             seq: Cell::new(0),
             seq_src: Cell::new(0),
-        })
+        }
     }
 
     /// A fresh deterministic-per-seed RNG for one task.
@@ -157,6 +158,27 @@ impl Ctx {
         }
     }
 
+    /// Close `ws` with 1000 and wait for the server's echo; records why not
+    /// under `what` (and returns false) when it does not come.
+    pub async fn close_ws(&self, what: &str, at: &str, ws: &mut WsConn) -> bool {
+        let detail = match crate::net::timeout(self.timeout, ws.close(1000)).await {
+            Some(Ok(_)) => return true,
+            Some(Err(WsError::Eof)) => {
+                "server dropped the TCP connection instead of answering our close frame".into()
+            }
+            Some(Err(e)) => {
+                self.ws_failed(&format!("{what} close"), at, &e);
+                return false;
+            }
+            None => format!("no close frame within {:?} of ours", self.timeout),
+        };
+        self.stats
+            .violation(&format!("{what}: close handshake not completed"), || {
+                format!("{at}: {detail}")
+            });
+        false
+    }
+
     /// Check a JSON response; on failure record a violation named `what`.
     pub fn check<T>(&self, what: &str, r: Result<T, String>) -> Option<T> {
         match r {
@@ -211,80 +233,41 @@ pub fn check_json(ctx: &Ctx, what: &str, r: &Response, status: u16) -> Option<se
     ctx.check(what, proto::json_response(r, status))
 }
 
-/// A one-shot broadcast stop signal with one waker slot per waiter, so
-/// thousands of connections can race their reads against it cheaply.
+/// A one-shot stop signal that thousands of connections race their reads
+/// against.
 pub struct Stop {
     fired: Cell<bool>,
-    wakers: RefCell<Vec<Option<Waker>>>,
+    event: Event,
 }
 
 impl Stop {
-    pub fn new(slots: usize) -> Rc<Stop> {
+    pub fn new() -> Rc<Stop> {
         Rc::new(Stop {
             fired: Cell::new(false),
-            wakers: RefCell::new(vec![None; slots]),
+            event: Event::new(),
         })
     }
 
     pub fn fire(&self) {
         self.fired.set(true);
-        let ws: Vec<Waker> = self
-            .wakers
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(|w| w.take())
-            .collect();
-        for w in ws {
-            w.wake();
-        }
+        self.event.notify(usize::MAX);
     }
 
     pub fn fired(&self) -> bool {
         self.fired.get()
     }
 
-    /// Resolves once fired. `slot` must be unique per concurrent waiter.
-    pub fn wait(self: &Rc<Self>, slot: usize) -> StopWait {
-        StopWait {
-            stop: self.clone(),
-            slot,
-        }
-    }
-}
-
-pub struct StopWait {
-    stop: Rc<Stop>,
-    slot: usize,
-}
-
-impl Future for StopWait {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.stop.fired.get() {
-            return Poll::Ready(());
-        }
-        let mut w = self.stop.wakers.borrow_mut();
-        if self.slot >= w.len() {
-            w.resize(self.slot + 1, None);
-        }
-        match &w[self.slot] {
-            Some(old) if old.will_wake(cx.waker()) => {}
-            _ => w[self.slot] = Some(cx.waker().clone()),
-        }
-        Poll::Pending
+    /// A future that resolves once fired. Made before looking at
+    /// [`Stop::fired`], it misses no firing; a connection makes one and races
+    /// it (`&mut`) against each of its reads.
+    pub fn listen(&self) -> EventListener {
+        self.event.listen()
     }
 }
 
 /// Sleep until `t` (no-op if past).
 pub async fn sleep_until(t: Instant) {
     crate::net::sleep(t.saturating_duration_since(Instant::now())).await
-}
-
-/// Exponential inter-arrival time for a Poisson process of `rate`/s.
-pub fn exp_interval(rng: &mut SmallRng, rate: f64) -> Duration {
-    use rand::Rng;
-    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
-    Duration::from_secs_f64(-u.ln() / rate)
 }
 
 #[cfg(test)]
@@ -298,13 +281,16 @@ mod tests {
             .make()
             .unwrap();
         ex.run(async {
-            let stop = Stop::new(4);
+            let stop = Stop::new();
             let done = Rc::new(Cell::new(0));
             let mut tasks = Vec::new();
-            for i in 0..6 {
+            for _ in 0..6 {
                 let (s, d) = (stop.clone(), done.clone());
                 tasks.push(glommio::spawn_local(async move {
-                    s.wait(i).await;
+                    let stopped = s.listen();
+                    if !s.fired() {
+                        stopped.await;
+                    }
                     d.set(d.get() + 1);
                 }));
             }
@@ -315,8 +301,7 @@ mod tests {
                 t.await;
             }
             assert_eq!(done.get(), 6);
-            // already fired: resolves at once
-            stop.wait(0).await;
+            assert!(stop.fired());
         });
     }
 }

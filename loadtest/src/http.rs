@@ -1,16 +1,21 @@
-//! Minimal HTTP/1.1 client: request writer, incremental response parser and
-//! a keep-alive connection.
+//! HTTP/1.1 client: a raw request writer (so `rest` can pipeline on
+//! keep-alive connections), responses parsed with httparse, and a client that
+//! reconnects when the server closed an idle keep-alive connection.
 
 use std::io;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use httparse::Status;
 
 use crate::net::{connect_start, Target};
 
-pub const MAX_HEAD: usize = 16 * 1024;
-pub const MAX_BODY: usize = 64 * 1024 * 1024;
+pub const HEAD_BYTES_MAX: usize = 16 * 1024;
+pub const BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Headers per response (the server sends fewer than 10).
+const HEADERS_MAX: usize = 64;
 
 /// A parsed status line + headers.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,55 +69,36 @@ impl Response {
     }
 }
 
-fn find_crlfcrlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n")
+fn snippet(buf: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(&buf[..buf.len().min(40)]))
 }
 
 /// Parse a response head. `Ok(None)` = need more bytes.
 pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
-    let Some(end) = find_crlfcrlf(buf) else {
-        if buf.len() > MAX_HEAD {
-            return Err(format!("response head over {MAX_HEAD} bytes"));
+    let mut headers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut r = httparse::Response::new(&mut headers);
+    let len = match r.parse(buf) {
+        Ok(Status::Complete(len)) => len,
+        Ok(Status::Partial) if buf.len() > HEAD_BYTES_MAX => {
+            return Err(format!("response head over {HEAD_BYTES_MAX} bytes"))
         }
-        // Early reject of garbage, so a broken peer is not waited on.
-        let n = buf.len().min(5);
-        if buf[..n] != b"HTTP/"[..n] {
-            return Err(format!(
-                "not an HTTP response: {:?}",
-                String::from_utf8_lossy(&buf[..buf.len().min(40)])
-            ));
-        }
-        return Ok(None);
+        Ok(Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("not an HTTP response ({e}): {}", snippet(buf))),
     };
-    let text = std::str::from_utf8(&buf[..end]).map_err(|_| "response head is not UTF-8")?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if version != "HTTP/1.1" && version != "HTTP/1.0" {
-        return Err(format!("bad status line {status_line:?}"));
-    }
-    let code = parts.next().unwrap_or("");
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("bad status code in {status_line:?}"));
-    }
-    let status: u16 = code.parse().map_err(|_| "bad status code")?;
-    let reason = parts.next().unwrap_or("").to_string();
-    let mut headers = Vec::new();
-    for line in lines {
-        let (n, v) = line
-            .split_once(':')
-            .ok_or_else(|| format!("bad header line {line:?}"))?;
-        if n.is_empty() || n.bytes().any(|b| b == b' ' || b == b'\t') {
-            return Err(format!("bad header name in {line:?}"));
-        }
-        headers.push((n.to_ascii_lowercase(), v.trim().to_string()));
-    }
+    let headers = r
+        .headers
+        .iter()
+        .map(|h| {
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| format!("header {} is not UTF-8", h.name))?;
+            Ok((h.name.to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect::<Result<_, String>>()?;
     Ok(Some(Head {
-        status,
-        reason,
+        status: r.code.unwrap_or(0),
+        reason: r.reason.unwrap_or("").to_string(),
         headers,
-        len: end + 4,
+        len,
     }))
 }
 
@@ -132,25 +118,24 @@ fn body_kind(head: &Head, request_was_head: bool) -> Result<BodyKind, String> {
     if head.tokens("transfer-encoding").last().map(|s| s.as_str()) == Some("chunked") {
         return Ok(BodyKind::Chunked);
     }
-    let lens: Vec<&str> = head
+    let mut lens = head
         .headers
         .iter()
         .filter(|(n, _)| n == "content-length")
-        .map(|(_, v)| v.as_str())
-        .collect();
-    if let Some(first) = lens.first() {
-        if lens.iter().any(|l| l != first) {
-            return Err("conflicting Content-Length headers".into());
-        }
-        let n: usize = first
-            .parse()
-            .map_err(|_| format!("bad Content-Length {first:?}"))?;
-        if n > MAX_BODY {
-            return Err(format!("Content-Length {n} too large"));
-        }
-        return Ok(BodyKind::Length(n));
+        .map(|(_, v)| v.as_str());
+    let Some(first) = lens.next() else {
+        return Ok(BodyKind::UntilEof);
+    };
+    if lens.any(|l| l != first) {
+        return Err("conflicting Content-Length headers".into());
     }
-    Ok(BodyKind::UntilEof)
+    let n: usize = first
+        .parse()
+        .map_err(|_| format!("bad Content-Length {first:?}"))?;
+    if n > BODY_BYTES_MAX {
+        return Err(format!("Content-Length {n} too large"));
+    }
+    Ok(BodyKind::Length(n))
 }
 
 /// Decode a chunked body starting at `buf[0]`. Returns (body, bytes used).
@@ -158,31 +143,23 @@ fn parse_chunked(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
     let mut pos = 0;
     let mut body = Vec::new();
     loop {
-        let Some(rel) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
-            if buf.len() - pos > 1024 {
-                return Err("chunk size line too long".into());
-            }
-            return Ok(None);
+        let (used, size) = match httparse::parse_chunk_size(&buf[pos..]) {
+            Ok(Status::Complete(x)) => x,
+            Ok(Status::Partial) => return Ok(None),
+            Err(_) => return Err(format!("bad chunk size line {}", snippet(&buf[pos..]))),
         };
-        let line = std::str::from_utf8(&buf[pos..pos + rel]).map_err(|_| "bad chunk line")?;
-        let size_txt = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_txt, 16)
-            .map_err(|_| format!("bad chunk size {size_txt:?}"))?;
-        if size > MAX_BODY || body.len() + size > MAX_BODY {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > BODY_BYTES_MAX - body.len() {
             return Err("chunked body too large".into());
         }
-        pos += rel + 2;
+        pos += used;
         if size == 0 {
-            // trailers until an empty line
-            loop {
-                let Some(rel) = buf[pos..].windows(2).position(|w| w == b"\r\n") else {
-                    return Ok(None);
-                };
-                pos += rel + 2;
-                if rel == 0 {
-                    return Ok(Some((body, pos)));
-                }
-            }
+            let mut trailers = [httparse::EMPTY_HEADER; HEADERS_MAX];
+            return match httparse::parse_headers(&buf[pos..], &mut trailers) {
+                Ok(Status::Complete((used, _))) => Ok(Some((body, pos + used))),
+                Ok(Status::Partial) => Ok(None),
+                Err(e) => Err(format!("bad chunked trailer: {e}")),
+            };
         }
         if buf.len() < pos + size + 2 {
             return Ok(None);
@@ -210,22 +187,13 @@ pub fn parse_response(
     let rest = &buf[head.len..];
     let (body, used) = match body_kind(&head, request_was_head)? {
         BodyKind::None => (Vec::new(), 0),
-        BodyKind::Length(n) => {
-            if rest.len() < n {
-                return Ok(None);
-            }
-            (rest[..n].to_vec(), n)
-        }
+        BodyKind::Length(n) if rest.len() >= n => (rest[..n].to_vec(), n),
         BodyKind::Chunked => match parse_chunked(rest)? {
             Some(x) => x,
             None => return Ok(None),
         },
-        BodyKind::UntilEof => {
-            if !eof {
-                return Ok(None);
-            }
-            (rest.to_vec(), rest.len())
-        }
+        BodyKind::UntilEof if eof => (rest.to_vec(), rest.len()),
+        BodyKind::Length(_) | BodyKind::UntilEof => return Ok(None),
     };
     let len = head.len + used;
     Ok(Some((Response { head, body }, len)))
@@ -264,28 +232,21 @@ pub fn build_request(
 }
 
 /// Errors of one request.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum HttpError {
+    #[error("I/O error: {0}")]
     Io(io::Error),
+    #[error("timed out")]
     Timeout,
     /// The peer sent something that is not valid HTTP.
+    #[error("malformed HTTP response: {0}")]
     Protocol(String),
     /// The connection closed before any byte of a response.
+    #[error("connection closed before any response byte")]
     Closed,
     /// The connection closed in the middle of a response.
+    #[error("connection closed in the middle of a response")]
     Truncated,
-}
-
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HttpError::Io(e) => write!(f, "I/O error: {e}"),
-            HttpError::Timeout => write!(f, "timed out"),
-            HttpError::Protocol(s) => write!(f, "malformed HTTP response: {s}"),
-            HttpError::Closed => write!(f, "connection closed before any response byte"),
-            HttpError::Truncated => write!(f, "connection closed in the middle of a response"),
-        }
-    }
 }
 
 impl From<io::Error> for HttpError {
@@ -322,7 +283,16 @@ pub struct HttpConn {
 
 impl HttpConn {
     pub async fn connect(target: &Target, timeout: Duration) -> Result<HttpConn, HttpError> {
-        let s = connect_start(target.addr, None)?;
+        Self::connect_from(target, None, timeout).await
+    }
+
+    /// Connect from source address `src` (None: the kernel chooses).
+    pub async fn connect_from(
+        target: &Target,
+        src: Option<IpAddr>,
+        timeout: Duration,
+    ) -> Result<HttpConn, HttpError> {
+        let s = connect_start(target.addr, src)?;
         s.set_read_timeout(Some(timeout)).map_err(io::Error::from)?;
         s.set_write_timeout(Some(timeout))
             .map_err(io::Error::from)?;
@@ -336,22 +306,10 @@ impl HttpConn {
         })
     }
 
-    /// Send raw request bytes and read one response.
-    pub async fn roundtrip(&mut self, req: &[u8], is_head: bool) -> Result<Response, HttpError> {
-        if self.closed {
-            return Err(HttpError::Closed);
-        }
-        if let Err(e) = self.s.write_all(req).await {
-            self.closed = true;
-            return Err(e.into());
-        }
-        let r = self.read_response(is_head).await;
-        match &r {
-            Ok(resp) if resp.wants_close() => self.closed = true,
-            Ok(_) => {}
-            Err(_) => self.closed = true,
-        }
-        r
+    /// The socket and the bytes read past the last response (after an
+    /// upgrade: the first WebSocket frames).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.s, self.buf[self.start..self.end].to_vec())
     }
 
     /// Write request bytes (one or several pipelined requests).
@@ -366,7 +324,17 @@ impl HttpConn {
         Ok(())
     }
 
+    /// Read one response; the connection counts as closed after an error or
+    /// a `Connection: close`.
     pub async fn read_response(&mut self, is_head: bool) -> Result<Response, HttpError> {
+        let r = self.read_one(is_head).await;
+        if r.as_ref().map_or(true, |resp| resp.wants_close()) {
+            self.closed = true;
+        }
+        r
+    }
+
+    async fn read_one(&mut self, is_head: bool) -> Result<Response, HttpError> {
         let mut eof = false;
         loop {
             if self.end > self.start || eof {
@@ -391,7 +359,7 @@ impl HttpConn {
                     self.end -= self.start;
                     self.start = 0;
                 } else {
-                    if self.buf.len() >= MAX_BODY + MAX_HEAD {
+                    if self.buf.len() >= BODY_BYTES_MAX + HEAD_BYTES_MAX {
                         return Err(HttpError::Protocol("response too large".into()));
                     }
                     let n = self.buf.len() * 2;
@@ -399,9 +367,7 @@ impl HttpConn {
                 }
             }
             let n = self.s.read(&mut self.buf[self.end..]).await?;
-            if n == 0 {
-                eof = true;
-            }
+            eof = n == 0;
             self.end += n;
         }
     }
@@ -414,7 +380,8 @@ impl HttpConn {
         body: Option<&[u8]>,
     ) -> Result<Response, HttpError> {
         let req = build_request(method, path, &self.host, headers, body);
-        self.roundtrip(&req, method == "HEAD").await
+        self.send_raw(&req).await?;
+        self.read_response(method == "HEAD").await
     }
 }
 
@@ -423,9 +390,6 @@ pub struct Client {
     target: Target,
     timeout: Duration,
     conn: Option<HttpConn>,
-    pub connects: u64,
-    /// Safe requests retried after a stale keep-alive connection.
-    pub retries: u64,
 }
 
 impl Client {
@@ -434,8 +398,6 @@ impl Client {
             target: target.clone(),
             timeout,
             conn: None,
-            connects: 0,
-            retries: 0,
         }
     }
 
@@ -449,7 +411,6 @@ impl Client {
         let reused = self.conn.as_ref().is_some_and(|c| !c.closed);
         if !reused {
             self.conn = Some(HttpConn::connect(&self.target, self.timeout).await?);
-            self.connects += 1;
         }
         let c = self.conn.as_mut().expect("connected");
         let r = c.request(method, path, headers, body).await;
@@ -459,10 +420,9 @@ impl Client {
         let stale = matches!(&r, Err(HttpError::Closed))
             || matches!(&r, Err(HttpError::Io(e)) if matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe));
         if reused && stale && matches!(method, "GET" | "HEAD" | "OPTIONS") {
-            self.retries += 1;
-            self.conn = Some(HttpConn::connect(&self.target, self.timeout).await?);
-            self.connects += 1;
-            let c = self.conn.as_mut().expect("connected");
+            let c = self
+                .conn
+                .insert(HttpConn::connect(&self.target, self.timeout).await?);
             return c.request(method, path, headers, body).await;
         }
         r
@@ -551,7 +511,7 @@ mod tests {
         )
         .is_err());
         let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
-        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        big.extend(std::iter::repeat_n(b'a', HEAD_BYTES_MAX + 10));
         assert!(parse_response(&big, false, false).is_err());
     }
 

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use tungstenite::http::StatusCode;
 
 use crate::http::Response;
 
@@ -32,25 +33,6 @@ pub const MENU: [(&str, &str, &str); 4] = [
 
 pub fn menu_name(id: &str) -> Option<&'static str> {
     MENU.iter().find(|m| m.0 == id).map(|m| m.1)
-}
-
-pub fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        204 => "No Content",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "",
-    }
 }
 
 fn short(b: &[u8]) -> String {
@@ -114,7 +96,10 @@ pub fn check_error_value(v: &Value, status: u16, msg: Option<&str>) -> Result<()
     if o.len() != 2 || !o.contains_key("error") || !o.contains_key("message") {
         return Err("error body must have exactly the keys error, message".into());
     }
-    let want = reason_phrase(status);
+    let want = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     if o["error"].as_str() != Some(want) {
         return Err(format!("error {:?}, want {want:?}", o["error"]));
     }
@@ -318,51 +303,17 @@ pub fn parse_stay(b: &[u8]) -> Result<Stay, String> {
     })
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
-}
-
 /// Parse `YYYY-MM-DDTHH:MM:SS+09:00` exactly (whole seconds, Tokyo offset)
 /// into Unix seconds.
 pub fn parse_tokyo_rfc3339(s: &str) -> Result<i64, String> {
-    let b = s.as_bytes();
-    if b.len() != 25 {
-        return Err(format!("{s:?} is not YYYY-MM-DDTHH:MM:SS+09:00"));
-    }
-    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
-        let t = &s[r];
-        if !t.bytes().all(|c| c.is_ascii_digit()) {
-            return Err(format!("{s:?}: bad digits {t:?}"));
-        }
-        t.parse().map_err(|_| format!("{s:?}: bad number"))
-    };
-    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        if b[i] != c {
-            return Err(format!("{s:?} is not YYYY-MM-DDTHH:MM:SS+09:00"));
-        }
-    }
-    if &s[19..] != "+09:00" {
+    let t = chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%:z")
+        .ok()
+        .filter(|_| s.len() == "YYYY-MM-DDTHH:MM:SS+09:00".len())
+        .ok_or_else(|| format!("{s:?} is not YYYY-MM-DDTHH:MM:SS+09:00"))?;
+    if t.offset().local_minus_utc() != 9 * 3600 {
         return Err(format!("{s:?}: offset must be +09:00 (Asia/Tokyo)"));
     }
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
-        return Err(format!("{s:?}: field out of range"));
-    }
-    Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - 9 * 3600)
+    Ok(t.timestamp())
 }
 
 pub fn unix_now() -> f64 {
@@ -518,5 +469,7 @@ mod tests {
         assert!(parse_tokyo_rfc3339("2025-10-25T14:03:21.5+09:00").is_err());
         assert!(parse_tokyo_rfc3339("2025-10-25 14:03:21+09:00").is_err());
         assert!(parse_tokyo_rfc3339("2025-13-25T14:03:21+09:00").is_err());
+        assert!(parse_tokyo_rfc3339("2025-10-25T14:03:21+00:00").is_err());
+        assert!(parse_tokyo_rfc3339("2025-1-25T14:03:21+09:00").is_err());
     }
 }

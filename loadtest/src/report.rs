@@ -1,9 +1,10 @@
-//! Final reports: human text, JSON, and a hand-written SVG percentile plot.
+//! Final reports: human text, JSON and the A/B comparison.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use crate::stats::{Kind, ProcUsage, RunResult};
+use crate::stats::{Kind, RunResult};
+use crate::usage::{ProcUsage, BUSIEST_EXECUTOR_SHARE_TARGET_PCT};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Summary {
@@ -133,6 +134,7 @@ pub fn text(r: &RunResult, max_errors: u64) -> String {
     }
     if let Some(sv) = &r.server {
         s.push_str(&format!("server:  {}\n", usage_line(sv)));
+        s.push_str(&threads_text(sv));
     }
     let issues = |s: &mut String, title: &str, list: &[(String, crate::stats::Issue)]| {
         if list.is_empty() {
@@ -158,15 +160,58 @@ pub fn text(r: &RunResult, max_errors: u64) -> String {
     s
 }
 
+/// One line per executor thread, one for the other threads, and the
+/// busiest executor's share against its target.
+fn threads_text(u: &ProcUsage) -> String {
+    let mut s = String::new();
+    for t in &u.threads {
+        let name = if t.executor {
+            format!("executor {}", t.name)
+        } else {
+            format!("{} ({})", t.name, t.threads)
+        };
+        s.push_str(&format!(
+            "server {name:<22} {:>6.1}% of one core, {:>5.1}% of the server's CPU\n",
+            u.pct_of_one_core(t.cpu_s),
+            u.share_pct(t.cpu_s)
+        ));
+    }
+    if let Some((t, share)) = u.busiest_executor() {
+        s.push_str(&format!(
+            "server busiest executor: {}, {share:.1}% of the server's CPU time (target <= {BUSIEST_EXECUTOR_SHARE_TARGET_PCT}%)\n",
+            t.name
+        ));
+    }
+    s
+}
+
 fn usage_json(u: &ProcUsage) -> Value {
-    json!({
+    let mut v = json!({
         "cpu_user_s": u.cpu_user_s,
         "cpu_sys_s": u.cpu_sys_s,
         "cpu_pct_of_one_core": u.cpu_pct,
         "wall_s": u.wall_s,
         "rss_kb": u.rss_kb,
         "peak_rss_kb": u.peak_rss_kb,
-    })
+    });
+    if !u.threads.is_empty() {
+        v["threads"] = u
+            .threads
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "executor": t.executor,
+                    "threads": t.threads,
+                    "cpu_s": t.cpu_s,
+                    "cpu_pct_of_one_core": num(u.pct_of_one_core(t.cpu_s)),
+                    "share_of_process_cpu_pct": num(u.share_pct(t.cpu_s)),
+                })
+            })
+            .collect();
+        v["busiest_executor_share_pct"] = u.busiest_executor().map_or(Value::Null, |(_, x)| num(x));
+    }
+    v
 }
 
 fn num(x: f64) -> Value {
@@ -251,6 +296,16 @@ pub fn key_numbers(r: &RunResult) -> Vec<(String, f64, bool)> {
             s.peak_rss_kb as f64 / 1024.0,
             false,
         ));
+        for t in s.threads.iter().filter(|t| t.executor) {
+            v.push((
+                format!("server {} cpu %", t.name),
+                s.pct_of_one_core(t.cpu_s),
+                false,
+            ));
+        }
+        if let Some((_, share)) = s.busiest_executor() {
+            v.push(("server busiest executor share %".into(), share, false));
+        }
     }
     v
 }
@@ -294,191 +349,11 @@ pub fn compare_json(a: &RunResult, b: &RunResult, max_errors: u64) -> Value {
     json!({"compare": {"a": json(a, max_errors), "b": json(b, max_errors), "ratios": ratios}})
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A "nice" upper bound (1, 2, 2.5, 5 x 10^k) >= x.
-pub fn nice_ceil(x: f64) -> f64 {
-    if x <= 0.0 || !x.is_finite() {
-        return 1.0;
-    }
-    let e = x.log10().floor();
-    let base = 10f64.powf(e);
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if m * base >= x * (1.0 - 1e-12) {
-            return m * base;
-        }
-    }
-    10.0 * base
-}
-
-const COLORS: [&str; 8] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-];
-
-/// Latency by percentile, HdrHistogram style: x = percentile on a
-/// log scale of 1/(1-p) (0%, 90%, 99%, 99.9%, ...), y = latency in ms.
-pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> String {
-    let (w, h) = (980.0f64, 520.0f64);
-    let (ml, mr, mt, mb) = (70.0, 300.0, 40.0, 50.0);
-    let pw = w - ml - mr;
-    let ph = h - mt - mb;
-    let series: Vec<&(String, &Histogram<u64>)> =
-        series.iter().filter(|(_, h)| !h.is_empty()).collect();
-    let max_count = series.iter().map(|(_, h)| h.len()).max().unwrap_or(1);
-    let decades = ((max_count as f64).log10().ceil() as i32).clamp(2, 6);
-    let xmax = decades as f64;
-    let ymax_us = series.iter().map(|(_, h)| h.max()).max().unwrap_or(1000) as f64;
-    let ymax = nice_ceil(ymax_us / 1000.0);
-    // Log y axis when the series span more than two decades (e.g. festival
-    // steps from 0.2 ms to 30 s); otherwise linear from 0.
-    let ymin_us = series
-        .iter()
-        .map(|(_, h)| h.min().max(1))
-        .min()
-        .unwrap_or(1) as f64;
-    let log = ymax_us / ymin_us > 100.0;
-    let (lo_dec, hi_dec) = (
-        (ymin_us / 1000.0).log10().floor(),
-        (ymax_us / 1000.0)
-            .log10()
-            .ceil()
-            .max((ymin_us / 1000.0).log10().floor() + 1.0),
-    );
-    let xp = |xv: f64| ml + pw * xv / xmax;
-    let yp = |ms: f64| {
-        if log {
-            let l = ms.max(10f64.powf(lo_dec)).log10();
-            mt + ph * (1.0 - (l - lo_dec) / (hi_dec - lo_dec))
-        } else {
-            mt + ph * (1.0 - ms / ymax)
-        }
-    };
-    let yticks: Vec<f64> = if log {
-        (lo_dec as i32..=hi_dec as i32)
-            .map(|d| 10f64.powi(d))
-            .collect()
-    } else {
-        (0..=5).map(|i| ymax * i as f64 / 5.0).collect()
-    };
-    let mut s = String::new();
-    s.push_str(&format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
-    ));
-    s.push_str(&format!(
-        "<rect x=\"0\" y=\"0\" width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
-        ml + pw / 2.0,
-        esc(title)
-    ));
-    // grid + x labels
-    for d in 0..=decades {
-        let x = xp(d as f64);
-        let label = match d {
-            0 => "0%".to_string(),
-            _ => {
-                let p = 100.0 - 100.0 / 10f64.powi(d);
-                let digits = (d - 2).max(0) as usize;
-                format!("{p:.digits$}%")
-            }
-        };
-        s.push_str(&format!(
-            "<line x1=\"{x:.1}\" y1=\"{mt}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/>\n<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>\n",
-            mt + ph,
-            mt + ph + 18.0
-        ));
-    }
-    for v in yticks {
-        let y = yp(v);
-        s.push_str(&format!(
-            "<line x1=\"{ml}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
-            ml + pw,
-            ml - 6.0,
-            y + 4.0,
-            fmt_ms(v)
-        ));
-    }
-    s.push_str(&format!(
-        "<rect x=\"{ml}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#333\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text>\n<text x=\"16\" y=\"{:.1}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {:.1})\">latency (ms{})</text>\n",
-        ml + pw / 2.0,
-        h - 10.0,
-        mt + ph / 2.0,
-        mt + ph / 2.0,
-        if log { ", log scale" } else { "" }
-    ));
-    const STEPS: usize = 240;
-    for (i, (name, hist)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        // past the palette, dashed lines keep series apart
-        let dash = if (i / COLORS.len()) % 2 == 1 {
-            " stroke-dasharray=\"7 4\""
-        } else {
-            ""
-        };
-        let mut pts = String::new();
-        for k in 0..=STEPS {
-            let xv = xmax * k as f64 / STEPS as f64;
-            let q = 1.0 - 10f64.powf(-xv);
-            let v = if k == STEPS {
-                hist.max()
-            } else {
-                hist.value_at_quantile(q)
-            };
-            let y = yp(hist.highest_equivalent(v).min(hist.max()) as f64 / 1000.0);
-            pts.push_str(&format!("{:.1},{:.1} ", xp(xv), y));
-        }
-        s.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
-            pts.trim_end()
-        ));
-        let ly = mt + 10.0 + 36.0 * i as f64;
-        let m = summarize(hist);
-        s.push_str(&format!(
-            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"{dash}/>\n<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" fill=\"#555\">p50 {} p99 {} max {} ms</text>\n",
-            ml + pw + 10.0,
-            ml + pw + 30.0,
-            ml + pw + 36.0,
-            ly + 4.0,
-            esc(name),
-            ml + pw + 36.0,
-            ly + 18.0,
-            ms(m.p50),
-            ms(m.p99),
-            ms(m.max)
-        ));
-    }
-    if series.is_empty() {
-        s.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no samples</text>\n",
-            ml + pw / 2.0,
-            mt + ph / 2.0
-        ));
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn fmt_ms(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v < 0.001 {
-        format!("{v:.4}")
-    } else if v >= 10.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::{new_hist, Stats};
+    use crate::usage::ThreadCpu;
 
     fn sample() -> RunResult {
         let s = Stats::new();
@@ -495,6 +370,24 @@ mod tests {
         let mut r = s.result("meter", "http://127.0.0.1:8080");
         r.wall_s = 10.0;
         r.counters[0].per_s = 100.0;
+        let thread = |name: &str, executor, threads, cpu_s| ThreadCpu {
+            name: name.into(),
+            executor,
+            threads,
+            cpu_s,
+        };
+        r.server = Some(ProcUsage {
+            cpu_user_s: 3.0,
+            cpu_sys_s: 2.0,
+            cpu_pct: 50.0,
+            wall_s: 10.0,
+            threads: vec![
+                thread("kakigori-1", true, 1, 3.5),
+                thread("kakigori-2", true, 1, 1.25),
+                thread("other threads", false, 17, 0.25),
+            ],
+            ..ProcUsage::default()
+        });
         r
     }
 
@@ -525,6 +418,16 @@ mod tests {
         assert!(t.contains("fanout"));
         assert!(t.contains("VIOLATIONS: 1"));
         assert!(t.contains("RESULT: FAIL"));
+        let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("server ")).collect();
+        assert_eq!(
+            lines,
+            [
+                "server executor kakigori-1      35.0% of one core,  70.0% of the server's CPU",
+                "server executor kakigori-2      12.5% of one core,  25.0% of the server's CPU",
+                "server other threads (17)        2.5% of one core,   5.0% of the server's CPU",
+                "server busiest executor: kakigori-1, 70.0% of the server's CPU time (target <= 65%)",
+            ]
+        );
     }
 
     #[test]
@@ -542,76 +445,26 @@ mod tests {
         assert_eq!(v["metrics"]["delivery_ratio"], 0.25);
         assert_eq!(v["violations"][0]["kind"], "bad <shape>");
         assert_eq!(v["violations"][0]["count"], 1);
+        let threads = &v["server"]["threads"];
+        assert_eq!(threads[0]["name"], "kakigori-1");
+        assert_eq!(threads[0]["executor"], true);
+        assert_eq!(threads[0]["cpu_pct_of_one_core"], 35.0);
+        assert_eq!(threads[0]["share_of_process_cpu_pct"], 70.0);
+        assert_eq!(threads[2]["threads"], 17);
+        assert_eq!(v["server"]["busiest_executor_share_pct"], 70.0);
+        assert!(v["harness"].get("threads").is_none());
         // round-trips through text
         let txt = serde_json::to_string(&v).unwrap();
         let back: Value = serde_json::from_str(&txt).unwrap();
         assert_eq!(back, v);
         let c = compare_json(&r, &r, 0);
         assert_eq!(c["compare"]["ratios"]["sent /s"]["b_over_a"], 1.0);
+        let busiest = &c["compare"]["ratios"]["server busiest executor share %"];
+        assert_eq!(
+            (busiest["a"].as_f64(), busiest["higher_is_better"].as_bool()),
+            (Some(70.0), Some(false))
+        );
+        assert_eq!(c["compare"]["ratios"]["server kakigori-2 cpu %"]["b"], 12.5);
         assert!(compare_text(&r, &r).contains("1.000"));
-    }
-
-    #[test]
-    fn svg_plot() {
-        let mut r = sample();
-        // 1..10 ms: one decade, so a linear axis
-        let mut h = new_hist();
-        for v in 1..=1000u64 {
-            h.record(1000 + v * 9).unwrap();
-        }
-        r.hists[0].1 = h;
-        let series: Vec<(String, &Histogram<u64>)> = r
-            .hists
-            .iter()
-            .map(|(n, h)| (format!("{n} <&>"), h))
-            .collect();
-        let s = svg("meter \"test\"", &series);
-        assert!(s.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
-        assert!(s.trim_end().ends_with("</svg>"));
-        assert_eq!(s.matches("<polyline").count(), 1);
-        assert!(s.contains("fanout &lt;&amp;&gt;"));
-        assert!(s.contains("meter &quot;test&quot;"));
-        assert!(s.contains(">99.9%<"));
-        assert!(!s.contains("NaN") && !s.contains("inf"));
-        assert!(!s.contains("log scale"));
-        // y axis tops out at a nice value above the max (~10 ms)
-        let top = nice_ceil(r.hists[0].1.max() as f64 / 1000.0);
-        assert!((10.0..=20.0).contains(&top));
-        assert!(s.contains(&format!(">{}<", fmt_ms(top))));
-        // every polyline point lies inside the plot area
-        let pts = s
-            .split("points=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        for p in pts.split(' ') {
-            let (x, y) = p.split_once(',').unwrap();
-            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
-            assert!((70.0..=680.1).contains(&x), "{x}");
-            assert!((40.0..=470.1).contains(&y), "{y}");
-        }
-        // widely spread series switch to a log axis
-        let mut fast = new_hist();
-        fast.record(100).unwrap();
-        let mut slow = new_hist();
-        slow.record(30_000_000).unwrap();
-        let l = svg("log", &[("fast".into(), &fast), ("slow".into(), &slow)]);
-        assert!(l.contains("log scale"));
-        assert!(l.contains(">0.100<") && l.contains(">100000<"));
-        assert!(!l.contains("NaN") && !l.contains("inf"));
-        let empty = svg("none", &[]);
-        assert!(empty.contains("no samples"));
-    }
-
-    #[test]
-    fn nice() {
-        assert_eq!(nice_ceil(0.7), 1.0);
-        assert_eq!(nice_ceil(1.2), 2.0);
-        assert_eq!(nice_ceil(2.2), 2.5);
-        assert_eq!(nice_ceil(4.0), 5.0);
-        assert_eq!(nice_ceil(10.0), 10.0);
-        assert_eq!(nice_ceil(11.0), 20.0);
     }
 }

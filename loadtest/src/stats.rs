@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::usage::ProcUsage;
+
 /// How a counter is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -272,18 +274,6 @@ pub struct CounterOut {
     pub per_s: f64,
 }
 
-/// CPU/memory of a process over the run.
-#[derive(Clone, Debug, Default)]
-pub struct ProcUsage {
-    pub cpu_user_s: f64,
-    pub cpu_sys_s: f64,
-    /// (user+sys) / wall time of the whole run, percent of one core.
-    pub cpu_pct: f64,
-    pub wall_s: f64,
-    pub rss_kb: u64,
-    pub peak_rss_kb: u64,
-}
-
 /// Everything a report needs, detached from the live run.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -346,16 +336,9 @@ impl RunResult {
                 merge_issue(&mut out.errors, k, i);
             }
             out.notes.extend(r.notes.iter().cloned());
-            out.harness.cpu_user_s += r.harness.cpu_user_s;
-            out.harness.cpu_sys_s += r.harness.cpu_sys_s;
-            out.harness.wall_s += r.harness.wall_s;
-            out.harness.peak_rss_kb = out.harness.peak_rss_kb.max(r.harness.peak_rss_kb);
+            out.harness.merge(&r.harness);
             if let (Some(o), Some(s)) = (out.server.as_mut(), r.server.as_ref()) {
-                o.cpu_user_s += s.cpu_user_s;
-                o.cpu_sys_s += s.cpu_sys_s;
-                o.wall_s += s.wall_s;
-                o.peak_rss_kb = o.peak_rss_kb.max(s.peak_rss_kb);
-                o.rss_kb = s.rss_kb;
+                o.merge(s);
             }
         }
         let n = runs.len() as f64;
@@ -365,9 +348,6 @@ impl RunResult {
         }
         for c in out.counters.iter_mut() {
             c.per_s = c.total as f64 / out.wall_s.max(1e-9);
-        }
-        for u in std::iter::once(&mut out.harness).chain(out.server.iter_mut()) {
-            u.cpu_pct = 100.0 * (u.cpu_user_s + u.cpu_sys_s) / u.wall_s.max(1e-9);
         }
         out
     }

@@ -7,34 +7,38 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 
-use crate::cli::Opts;
 use crate::common::Ctx;
 use crate::net;
 use crate::proto::{self, Order, MENU};
 use crate::stats::{Counter, Hist, Kind};
-use crate::ws::{Ev, WsConn};
+use crate::ws::{close_code, Message, WsConn};
 
-pub struct Cfg {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Clients per batch on /ws/confirm?room=<menu id>
+    #[arg(long, value_name = "B", default_value_t = 3)]
     pub batch: usize,
+    /// Batches in flight (rooms rotate over the 4 menu ids)
+    #[arg(long, value_name = "K", default_value_t = 4)]
     pub concurrency: usize,
-    pub hold: Duration,
+    /// If > 0: B-1 clients send ready, wait MS and check no order arrived, then the last sends
+    /// ready
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub hold_ms: u64,
+    /// Every client sends {"status":"ready"} twice (the repeat must be ignored)
+    #[arg(long)]
     pub double_ready: bool,
-    pub verify: bool,
+    /// Skip GET /api/v1/stores/orders/{id} of every received order
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
-impl Cfg {
-    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
-        let c = Cfg {
-            batch: o.usize("batch")?,
-            concurrency: o.usize("concurrency")?.max(1),
-            hold: Duration::from_millis(o.u64("hold-ms")?),
-            double_ready: o.switch("double-ready"),
-            verify: !o.switch("no-verify"),
-        };
-        if c.batch == 0 {
+impl Args {
+    pub fn check(&self) -> Result<(), String> {
+        if self.batch == 0 {
             return Err("--batch must be at least 1".into());
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -58,13 +62,11 @@ pub async fn await_order(
     let r = net::timeout(ctx.timeout, async {
         loop {
             match ws.recv().await {
-                Ok(Ev::Text) => {
-                    let v: serde_json::Value = match serde_json::from_slice(ws.payload()) {
+                Ok(Message::Text(text)) => {
+                    let v: serde_json::Value = match serde_json::from_str(&text) {
                         Ok(v) => v,
                         Err(e) => {
-                            st.violation("confirm: message is not JSON", || {
-                                format!("{e}: {}", ws.text())
-                            });
+                            st.violation("confirm: message is not JSON", || format!("{e}: {text}"));
                             continue;
                         }
                     };
@@ -100,7 +102,8 @@ pub async fn await_order(
                         Err(e) => st.violation("confirm: order shape", || e),
                     }
                 }
-                Ok(Ev::Close(code)) => {
+                Ok(Message::Close(f)) => {
+                    let code = close_code(&f);
                     if order.is_none() {
                         st.violation("confirm: closed without an order", || {
                             format!("room {room}: code {code:?}")
@@ -112,7 +115,9 @@ pub async fn await_order(
                     }
                     return;
                 }
-                Ok(Ev::Binary) => st.violation("confirm: binary message", || room.to_string()),
+                Ok(Message::Binary(_)) => {
+                    st.violation("confirm: binary message", || room.to_string())
+                }
                 Ok(_) => {}
                 Err(e) => {
                     ctx.ws_failed("confirm", room, &e);
@@ -134,7 +139,8 @@ pub async fn await_order(
     order
 }
 
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
+    let hold = Duration::from_millis(cfg.hold_ms);
     let st = ctx.stats.clone();
     // refusals first
     let bogus = format!("{}-not-a-menu-item", ctx.run_id);
@@ -161,7 +167,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     let deadline = Instant::now() + ctx.duration;
     st.start_window();
     let mut workers = Vec::new();
-    for w in 0..cfg.concurrency {
+    for w in 0..cfg.concurrency.max(1) {
         let (ctx, cfg, cs, batches, clients, h_batch, h_verify) = (
             ctx.clone(),
             cfg.clone(),
@@ -201,14 +207,14 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                 let n = conns.len();
                 let mut ok = true;
                 for (i, c) in conns.iter_mut().enumerate() {
-                    if i == n - 1 && !cfg.hold.is_zero() && n > 1 {
-                        net::sleep(cfg.hold).await;
+                    if i == n - 1 && !hold.is_zero() && n > 1 {
+                        net::sleep(hold).await;
                         // nobody may have an order yet: one client is not ready
                         hold_check(&ctx, c).await;
                     }
                     let times = if cfg.double_ready { 2 } else { 1 };
                     for _ in 0..times {
-                        if let Err(e) = c.send_text("{\"status\":\"ready\"}").await {
+                        if let Err(e) = c.send_text(r#"{"status":"ready"}"#).await {
                             ctx.ws_failed("confirm send ready", room, &e);
                             ok = false;
                         }
@@ -233,7 +239,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                 }
                 h_batch.since(t0);
                 batches.inc();
-                if cfg.verify {
+                if !cfg.no_verify {
                     for o in orders {
                         let t = Instant::now();
                         match http
@@ -278,11 +284,9 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
 async fn hold_check(ctx: &Ctx, c: &mut WsConn) {
     if let Some(Ok(n)) = future::poll_once(c.fill()).await {
         if n > 0 {
-            if let Ok(Some(Ev::Text)) = c.next_event() {
+            if let Ok(Some(Message::Text(text))) = c.next_message() {
                 ctx.stats
-                    .violation("confirm: order before every client was ready", || {
-                        c.text().to_string()
-                    });
+                    .violation("confirm: order before every client was ready", || text);
             }
         }
     }

@@ -8,57 +8,75 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::timer::Timer;
 use rand::Rng;
+use rand_distr::{Distribution, Exp};
 
-use crate::cli::Opts;
-use crate::common::{check_json, exp_interval, sleep_until, Ctx};
+use crate::cli::non_negative;
+use crate::common::{check_json, sleep_until, Ctx};
 use crate::http::Client;
 use crate::net;
 use crate::proto::{self, Order, MENU};
 use crate::scenario::confirm::{await_order, ConfirmStats};
 use crate::scenario::lobby::{lobby_client, LobbyStats};
 use crate::stats::{Counter, Hist, Kind};
-use crate::ws::{Ev, WsError, OP_PONG};
+use crate::ws::{close_code, Message, WsError};
 
-pub struct Cfg {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Guest arrival rate (Poisson) during --duration-s; lobbies are topped up to full groups
+    /// at the end
+    #[arg(long, value_name = "GUESTS/S", default_value_t = 2.0, value_parser = non_negative)]
     pub rate: f64,
-    pub drain: Duration,
-    pub chant: Duration,
+    /// After arrivals stop, how long guests in flight may take to finish
+    #[arg(long, value_name = "SECS", default_value_t = 90.0, value_parser = non_negative)]
+    pub drain_s: f64,
+    /// Chant length on /ws?room=<menu id>
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = non_negative)]
+    pub chant_s: f64,
+    /// Chant values per second
+    #[arg(long, value_name = "H", default_value_t = 5.0, value_parser = non_negative)]
     pub chant_hz: f64,
+    /// Start chanting right after the lobby instead of waiting for start_time
+    #[arg(long)]
     pub skip_countdown: bool,
-    pub poll: Duration,
-    pub token: Option<String>,
-    pub prep: Duration,
-    pub pickup: Duration,
-    pub list_every: Duration,
+    /// Guest polls GET /api/v1/stores/orders/{id} this often until completed
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Staff bearer token; without one the staff client is off and guests stop after their
+    /// order is found
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "KAKIGORI_STAFF_TOKEN",
+        hide_env_values = true
+    )]
+    pub staff_token: Option<String>,
+    /// Staff: order age before POST .../waiting-pickup
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub prep_ms: u64,
+    /// Staff: time in waitingPickup before POST .../complete
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub pickup_ms: u64,
+    /// Staff: every SECS, GET /api/v1/stores/orders?status=pending and check it (0 = off)
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = non_negative)]
+    pub staff_list_s: f64,
+    /// Prefix lobby rooms with the run id (default: lobby room = menu id, as the front end does)
+    #[arg(long)]
     pub isolate: bool,
 }
 
-impl Cfg {
-    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
-        let token = o
-            .str("staff-token")
-            .or_else(|| std::env::var("KAKIGORI_STAFF_TOKEN").ok())
-            .filter(|t| !t.is_empty());
-        let c = Cfg {
-            rate: o.f64("rate")?,
-            drain: Duration::from_secs_f64(o.f64("drain-s")?),
-            chant: Duration::from_secs_f64(o.f64("chant-s")?),
-            chant_hz: o.f64("chant-hz")?,
-            skip_countdown: o.switch("skip-countdown"),
-            poll: Duration::from_millis(o.u64("poll-ms")?.max(10)),
-            token,
-            prep: Duration::from_millis(o.u64("prep-ms")?),
-            pickup: Duration::from_millis(o.u64("pickup-ms")?),
-            list_every: Duration::from_secs_f64(o.f64("staff-list-s")?),
-            isolate: o.switch("isolate"),
-        };
-        if c.rate <= 0.0 {
+impl Args {
+    pub fn check(&self) -> Result<(), String> {
+        if self.rate <= 0.0 {
             return Err("--rate must be > 0 guests/s".into());
         }
-        if c.chant_hz <= 0.0 || c.chant_hz > 1000.0 {
+        if self.chant_hz <= 0.0 || self.chant_hz > 1000.0 {
             return Err("--chant-hz must be in (0, 1000]".into());
         }
-        Ok(c)
+        Ok(())
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.staff_token.as_deref().filter(|t| !t.is_empty())
     }
 }
 
@@ -76,7 +94,7 @@ struct StaffItem {
 
 struct Shared {
     ctx: Rc<Ctx>,
-    cfg: Rc<Cfg>,
+    cfg: Rc<Args>,
     arrived: Rc<Counter>,
     finished: Rc<Counter>,
     failed: Rc<Counter>,
@@ -100,7 +118,8 @@ struct Shared {
     drain_until: Cell<Instant>,
 }
 
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
+    let drain = Duration::from_secs_f64(cfg.drain_s);
     let st = ctx.stats.clone();
     // registration order = report order
     let h_menu = st.hist("0 GET menu");
@@ -140,28 +159,29 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         h_journey: st.hist("journey total"),
         staff: RefCell::new(VecDeque::new()),
         joins: RefCell::new([0; 4]),
-        drain_until: Cell::new(Instant::now() + ctx.duration + cfg.drain),
+        drain_until: Cell::new(Instant::now() + ctx.duration + drain),
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
 
-    auth_checks(&ctx, cfg.token.as_deref()).await;
-    if cfg.token.is_none() {
+    auth_checks(&ctx, cfg.token()).await;
+    if cfg.token().is_none() {
         st.note("no staff token (--staff-token / KAKIGORI_STAFF_TOKEN): staff client off, guests stop once their order is found");
     }
     let staff = cfg
-        .token
-        .clone()
-        .map(|tok| glommio::spawn_local(staff_task(sh.clone(), tok)));
+        .token()
+        .map(|tok| glommio::spawn_local(staff_task(sh.clone(), tok.to_string())));
 
     st.start_window();
     let start = Instant::now();
     let arrivals_end = start + ctx.duration;
     let mut rng = ctx.rng();
+    // Args::check made the rate > 0, the only thing Exp refuses
+    let arrivals = Exp::new(cfg.rate).expect("a positive arrival rate");
     let mut guests = Vec::new();
     let mut next = start;
     loop {
-        next += exp_interval(&mut rng, cfg.rate);
+        next += Duration::from_secs_f64(arrivals.sample(&mut rng));
         if next >= arrivals_end {
             break;
         }
@@ -184,7 +204,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             "{fillers} extra guests topped the lobbies up to full groups"
         ));
     }
-    let drain_until = Instant::now() + cfg.drain;
+    let drain_until = Instant::now() + drain;
     sh.drain_until.set(drain_until);
     let mut unfinished = 0;
     for g in guests {
@@ -314,7 +334,7 @@ async fn journey(sh: &Shared, f: usize) -> bool {
     let Some(mut ws) = ctx.ws("festival confirm", &path, None, 512).await else {
         return false;
     };
-    if let Err(e) = ws.send_text("{\"status\":\"ready\"}").await {
+    if let Err(e) = ws.send_text(r#"{"status":"ready"}"#).await {
         ctx.ws_failed("festival confirm", item, &e);
         return false;
     }
@@ -325,7 +345,7 @@ async fn journey(sh: &Shared, f: usize) -> bool {
     drop(ws);
     let t_order = Instant::now();
     // 5-6. staff + polling
-    if sh.cfg.token.is_some() {
+    if sh.cfg.token().is_some() {
         sh.staff.borrow_mut().push_back(StaffItem {
             order: order.clone(),
             stage: Stage::Pending,
@@ -384,13 +404,13 @@ async fn journey(sh: &Shared, f: usize) -> bool {
             sh.h_to_done.since(t_order);
         }
         last_rank = last_rank.max(rank);
-        if sh.cfg.token.is_none() || last_rank >= 2 {
+        if sh.cfg.token().is_none() || last_rank >= 2 {
             return true;
         }
         if Instant::now() >= sh.drain_until.get() {
             return false;
         }
-        net::sleep(sh.cfg.poll).await;
+        net::sleep(Duration::from_millis(sh.cfg.poll_ms.max(10))).await;
     }
 }
 
@@ -410,17 +430,17 @@ async fn chant(sh: &Shared, item: &str) -> bool {
     let mut rng = ctx.rng();
     let period = Duration::from_secs_f64(1.0 / sh.cfg.chant_hz);
     let start = Instant::now();
-    let end = start + sh.cfg.chant;
+    let end = start + Duration::from_secs_f64(sh.cfg.chant_s);
     let mut timer = Timer::new(Duration::ZERO);
     let mut next = start;
     let mut first_send: Option<Instant> = None;
     let mut echoed = false;
     loop {
         loop {
-            match ws.next_event() {
-                Ok(Some(Ev::Text)) => {
+            match ws.next_message() {
+                Ok(Some(Message::Text(text))) => {
                     sh.chant_frames.inc();
-                    if let Err(e) = proto::parse_avg(ws.payload()) {
+                    if let Err(e) = proto::parse_avg(text.as_bytes()) {
                         st.violation("festival chant: broadcast shape", || e);
                     }
                     if !echoed {
@@ -430,16 +450,9 @@ async fn chant(sh: &Shared, item: &str) -> bool {
                         }
                     }
                 }
-                Ok(Some(Ev::Ping)) => {
-                    let p = ws.payload().to_vec();
-                    if let Err(e) = ws.send_frame(OP_PONG, &p).await {
-                        ctx.ws_failed("festival chant", item, &e);
-                        return false;
-                    }
-                }
-                Ok(Some(Ev::Close(code))) => {
+                Ok(Some(Message::Close(f))) => {
                     st.error("festival chant: server closed the connection", || {
-                        format!("code {code:?}")
+                        format!("code {:?}", close_code(&f))
                     });
                     return false;
                 }
@@ -476,7 +489,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
                 }
                 let v: u32 = rng.gen_range(1..=100);
                 first_send.get_or_insert(now);
-                if let Err(e) = ws.send_text(&format!("{{\"value\":{v}}}")).await {
+                if let Err(e) = ws.send_text(format!("{{\"value\":{v}}}")).await {
                     ctx.ws_failed("festival chant", item, &e);
                     return false;
                 }
@@ -496,14 +509,7 @@ async fn chant(sh: &Shared, item: &str) -> bool {
             || item.to_string(),
         );
     }
-    match net::timeout(ctx.timeout, ws.close(1000)).await {
-        Some(Ok(_)) => {}
-        Some(Err(WsError::Eof)) | None => st
-            .violation("festival chant: close handshake not completed", || {
-                item.to_string()
-            }),
-        Some(Err(e)) => ctx.ws_failed("festival chant close", item, &e),
-    }
+    ctx.close_ws("festival chant", item, &mut ws).await;
     true
 }
 
@@ -513,7 +519,12 @@ async fn staff_task(sh: Rc<Shared>, token: String) {
     let st = &ctx.stats;
     let auth = format!("Bearer {token}");
     let mut http = ctx.http();
-    let mut next_list = Instant::now() + sh.cfg.list_every;
+    let list_every = Duration::from_secs_f64(sh.cfg.staff_list_s);
+    let (prep, pickup) = (
+        Duration::from_millis(sh.cfg.prep_ms),
+        Duration::from_millis(sh.cfg.pickup_ms),
+    );
+    let mut next_list = Instant::now() + list_every;
     loop {
         net::sleep(Duration::from_millis(50)).await;
         let now = Instant::now();
@@ -524,8 +535,8 @@ async fn staff_task(sh: Rc<Shared>, token: String) {
             .iter()
             .enumerate()
             .filter(|(_, it)| match it.stage {
-                Stage::Pending => now >= it.since + sh.cfg.prep,
-                Stage::Waiting => now >= it.since + sh.cfg.pickup,
+                Stage::Pending => now >= it.since + prep,
+                Stage::Waiting => now >= it.since + pickup,
             })
             .map(|(i, _)| i)
             .collect();
@@ -587,8 +598,8 @@ async fn staff_task(sh: Rc<Shared>, token: String) {
                 q.remove(i);
             }
         }
-        if !sh.cfg.list_every.is_zero() && Instant::now() >= next_list {
-            next_list = Instant::now() + sh.cfg.list_every;
+        if !list_every.is_zero() && Instant::now() >= next_list {
+            next_list = Instant::now() + list_every;
             check_pending_list(&sh, &mut http, &auth).await;
         }
     }

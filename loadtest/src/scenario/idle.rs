@@ -6,33 +6,39 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use glommio::sync::Semaphore;
 
-use crate::cli::Opts;
+use crate::cli::non_negative;
 use crate::common::{sleep_until, Ctx, Stop};
 use crate::net;
 use crate::stats::Kind;
-use crate::ws::{Ev, WsError, OP_PING, OP_PONG};
+use crate::usage;
+use crate::ws::{close_code, Message, WsError};
 
-pub struct Cfg {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// WebSocket connections to hold open on /ws
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub connections: usize,
+    /// Rooms the connections are spread over
+    #[arg(long, value_name = "R", default_value_t = 10)]
     pub rooms: usize,
-    pub per_source: usize,
-    pub conc: usize,
-    pub ping_timeout: Duration,
+    /// Bind client sockets to 127.0.0.2, .3, ... with N connections each (0 = let the kernel
+    /// choose)
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub conns_per_source: usize,
+    /// Handshakes in flight during ramp-up
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// At the end every connection pings; how long to wait for the pong
+    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = non_negative)]
+    pub ping_timeout_s: f64,
 }
 
-impl Cfg {
-    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
-        let c = Cfg {
-            connections: o.usize("connections")?,
-            rooms: o.usize("rooms")?.max(1),
-            per_source: o.usize("conns-per-source")?,
-            conc: o.usize("connect-concurrency")?.max(1),
-            ping_timeout: Duration::from_secs_f64(o.f64("ping-timeout-s")?.max(0.001)),
-        };
-        if c.connections == 0 {
+impl Args {
+    pub fn check(&self) -> Result<(), String> {
+        if self.connections == 0 {
             return Err("--connections must be at least 1".into());
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -49,7 +55,9 @@ enum Wake {
     Stop,
 }
 
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
+    let rooms = cfg.rooms.max(1);
+    let ping_timeout = Duration::from_secs_f64(cfg.ping_timeout_s.max(0.001));
     let st = ctx.stats.clone();
     let open = st.counter("open", Kind::Gauge);
     let opened = st.counter("opened", Kind::Rate);
@@ -59,11 +67,11 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     let close_ok = st.counter("close_handshakes_ok", Kind::Total);
     let h_connect = st.hist("connect");
     let h_ping = st.hist("final_ping_rtt");
-    let stop = Stop::new(cfg.connections);
-    let sem = Rc::new(Semaphore::new(cfg.conc as u64));
-    let bind = cfg.per_source > 0 && net::is_v4_loopback(&ctx.target.addr);
+    let stop = Stop::new();
+    let sem = Rc::new(Semaphore::new(cfg.connect_concurrency.max(1) as u64));
+    let bind = cfg.conns_per_source > 0 && net::is_v4_loopback(&ctx.target.addr);
     let sources = if bind {
-        cfg.connections.div_ceil(cfg.per_source)
+        cfg.connections.div_ceil(cfg.conns_per_source)
     } else {
         0
     };
@@ -72,10 +80,10 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             "client sockets bound to {} .. {} ({} connections each)",
             net::source_addr(0),
             net::source_addr(sources - 1),
-            cfg.per_source
+            cfg.conns_per_source
         ));
     }
-    let rss0 = net::self_rss_kb();
+    let rss0 = usage::self_rss_kb();
     let start = Instant::now();
     let deadline = start + ctx.duration;
     let mut tasks = Vec::with_capacity(cfg.connections);
@@ -94,11 +102,11 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         tasks.push(glommio::spawn_local(async move {
             let st = &ctx.stats;
             let src = if bind {
-                Some(net::source_addr(i / cfg.per_source))
+                Some(net::source_addr(i / cfg.conns_per_source))
             } else {
                 None
             };
-            let path = format!("/ws?room={}-idle-{}", ctx.run_id, i % cfg.rooms);
+            let path = format!("/ws?room={}-idle-{}", ctx.run_id, i % rooms);
             let mut ws = {
                 let Ok(_permit) = sem.acquire_permit(1).await else {
                     return Outcome::ConnectFailed;
@@ -121,32 +129,26 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             let at = |t: Instant| format!("{path} after {:.2} s open", t.elapsed().as_secs_f64());
             // hold: answer pings, stay silent, until the stop signal
             let mut alive = true;
+            let mut stopped = stop.listen();
             'hold: loop {
                 loop {
-                    match ws.next_event() {
-                        Ok(Some(Ev::Ping)) => {
-                            let p = ws.payload().to_vec();
-                            if let Err(e) = ws.send_frame(OP_PONG, &p).await {
-                                ctx.ws_failed("idle pong", &path, &e);
-                                alive = false;
-                                break 'hold;
-                            }
-                            server_pings.inc();
-                        }
-                        Ok(Some(Ev::Close(code))) => {
+                    match ws.next_message() {
+                        // tungstenite queued the pong; the next fill sends it
+                        Ok(Some(Message::Ping(_))) => server_pings.inc(),
+                        Ok(Some(Message::Close(f))) => {
                             st.violation("idle: server closed an idle connection", || {
-                                format!("{}: close code {code:?}", at(t_open))
+                                format!("{}: close code {:?}", at(t_open), close_code(&f))
                             });
-                            let _ = ws.send_close(code.unwrap_or(1000)).await;
+                            let _ = ws.flush().await;
                             alive = false;
                             break 'hold;
                         }
-                        Ok(Some(Ev::Text)) | Ok(Some(Ev::Binary)) => {
+                        Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => {
                             st.violation("idle: unexpected message on a silent connection", || {
-                                format!("{path}: {}", String::from_utf8_lossy(ws.payload()))
+                                format!("{path}: {m}")
                             });
                         }
-                        Ok(Some(Ev::Pong)) => {}
+                        Ok(Some(Message::Pong(_) | Message::Frame(_))) => {}
                         Ok(None) => break,
                         Err(e) => {
                             ctx.ws_failed("idle hold", &at(t_open), &e);
@@ -159,7 +161,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                     break;
                 }
                 let w = future::or(async { Wake::Read(ws.fill().await) }, async {
-                    stop.wait(i).await;
+                    (&mut stopped).await;
                     Wake::Stop
                 })
                 .await;
@@ -190,18 +192,17 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             }
             // final check: ping -> pong
             let t = Instant::now();
-            let payload = (i as u32).to_be_bytes();
-            if let Err(e) = ws.send_frame(OP_PING, &payload).await {
+            let payload = (i as u32).to_be_bytes().to_vec();
+            if let Err(e) = ws.send(Message::Ping(payload.clone())).await {
                 ctx.ws_failed("idle final ping", &path, &e);
                 return Outcome::NoPong;
             }
-            let got = net::timeout(cfg.ping_timeout, async {
+            let got = net::timeout(ping_timeout, async {
                 loop {
                     match ws.recv().await {
-                        Ok(Ev::Pong) if ws.payload() == payload => return Ok(()),
-                        Ok(Ev::Pong) => {}
-                        Ok(Ev::Close(c)) => {
-                            return Err(format!("closed with {c:?} instead of pong"))
+                        Ok(Message::Pong(p)) if p == payload => return Ok(()),
+                        Ok(Message::Close(f)) => {
+                            return Err(format!("closed with {:?} instead of pong", close_code(&f)))
                         }
                         Ok(_) => {}
                         Err(e) => return Err(e.to_string()),
@@ -220,18 +221,13 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
                 }
                 None => {
                     st.violation("idle: final ping not answered", || {
-                        format!("no pong within {:?}", cfg.ping_timeout)
+                        format!("no pong within {:?}", ping_timeout)
                     });
                     return Outcome::NoPong;
                 }
             }
-            match net::timeout(ctx.timeout, ws.close(1000)).await {
-                Some(Ok(_)) => close_ok.inc(),
-                Some(Err(WsError::Eof)) | None => st
-                    .violation("idle: close handshake not completed", || {
-                        "no close frame in answer to ours".into()
-                    }),
-                Some(Err(e)) => ctx.ws_failed("idle close", &path, &e),
+            if ctx.close_ws("idle", &path, &mut ws).await {
+                close_ok.inc();
             }
             Outcome::Survived
         }));
@@ -246,7 +242,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     }
     let ramp = start.elapsed().as_secs_f64();
     let n_open = open.get();
-    let rss1 = net::self_rss_kb();
+    let rss1 = usage::self_rss_kb();
     st.metric("ramp_s", ramp);
     st.metric("connections_open_after_ramp", n_open as f64);
     if n_open > 0 {
@@ -259,7 +255,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     let at_end = open.get();
     stop.fire();
     let mut counts = [0u64; 4];
-    let hard = Instant::now() + cfg.ping_timeout + ctx.timeout + Duration::from_secs(5);
+    let hard = Instant::now() + ping_timeout + ctx.timeout + Duration::from_secs(5);
     for t in tasks {
         match net::timeout(hard.saturating_duration_since(Instant::now()), t).await {
             Some(o) => counts[o as usize] += 1,

@@ -4,34 +4,39 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cli::Opts;
+use crate::cli::non_negative;
 use crate::common::Ctx;
 use crate::net;
 use crate::proto;
 use crate::stats::{Counter, Hist, Kind};
-use crate::ws::Ev;
+use crate::ws::{close_code, Message};
 
-pub struct Cfg {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Groups per wave: G*size clients join the same lobby at once; waves repeat until
+    /// --duration-s
+    #[arg(long, value_name = "G", default_value_t = 50)]
     pub groups: usize,
+    /// Lobby rooms the waves rotate over
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub rooms: usize,
-    pub size: usize,
-    pub delay_s: f64,
-    pub wave_timeout: Duration,
+    /// Expected group size (server --lobby-size)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub lobby_size: usize,
+    /// Expected start_time - now (server's lobby delay); checked within +-2 s
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = non_negative)]
+    pub start_delay_s: f64,
+    /// How long a wave may take before missing start_times are violations
+    #[arg(long, value_name = "SECS", default_value_t = 15.0, value_parser = non_negative)]
+    pub wave_timeout_s: f64,
 }
 
-impl Cfg {
-    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
-        let c = Cfg {
-            groups: o.usize("groups")?,
-            rooms: o.usize("rooms")?.max(1),
-            size: o.usize("lobby-size")?,
-            delay_s: o.f64("start-delay-s")?,
-            wave_timeout: Duration::from_secs_f64(o.f64("wave-timeout-s")?.max(0.1)),
-        };
-        if c.groups == 0 || c.size == 0 {
+impl Args {
+    pub fn check(&self) -> Result<(), String> {
+        if self.groups == 0 || self.lobby_size == 0 {
             return Err("--groups and --lobby-size must be at least 1".into());
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -70,8 +75,8 @@ pub async fn lobby_client(
     let res = net::timeout(limit, async {
         loop {
             match ws.recv().await {
-                Ok(Ev::Text) => {
-                    let m = match proto::parse_stay(ws.payload()) {
+                Ok(Message::Text(text)) => {
+                    let m = match proto::parse_stay(text.as_bytes()) {
                         Ok(m) => m,
                         Err(e) => {
                             st.violation("lobby: message shape", || e);
@@ -85,7 +90,7 @@ pub async fn lobby_client(
                         .filter(|_| m.stay_num.bytes().all(|b| b.is_ascii_digit()));
                     if start.is_some() {
                         st.violation("lobby: message after start_time", || {
-                            format!("{room}: {}", ws.text())
+                            format!("{room}: {text}")
                         });
                         continue;
                     }
@@ -102,7 +107,7 @@ pub async fn lobby_client(
                     ls.started.inc();
                     if m.stay_num != sz {
                         st.violation("lobby: start_time with stay_num != lobby size", || {
-                            format!("{room}: {}", ws.text())
+                            format!("{room}: {text}")
                         });
                     }
                     match proto::parse_tokyo_rfc3339(&m.start_time) {
@@ -122,7 +127,8 @@ pub async fn lobby_client(
                     }
                     start = Some(m.start_time);
                 }
-                Ok(Ev::Close(code)) => {
+                Ok(Message::Close(f)) => {
+                    let code = close_code(&f);
                     if start.is_none() {
                         st.violation("lobby: closed before start_time", || {
                             format!("{room}: code {code:?}")
@@ -134,7 +140,9 @@ pub async fn lobby_client(
                     }
                     return;
                 }
-                Ok(Ev::Binary) => st.violation("lobby: binary message", || room.to_string()),
+                Ok(Message::Binary(_)) => {
+                    st.violation("lobby: binary message", || room.to_string())
+                }
                 Ok(_) => {}
                 Err(e) => {
                     ctx.ws_failed("lobby", room, &e);
@@ -158,7 +166,8 @@ pub async fn lobby_client(
     Seen { start_time: start }
 }
 
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
+    let wave_timeout = Duration::from_secs_f64(cfg.wave_timeout_s.max(0.1));
     let st = ctx.stats.clone();
     let ls = Rc::new(LobbyStats {
         joined: st.counter("joined", Kind::Rate),
@@ -171,13 +180,21 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     st.start_window();
     let mut w = 0usize;
     loop {
-        let room = format!("{}-lobby-{}", ctx.run_id, w % cfg.rooms);
-        let n = cfg.groups * cfg.size;
+        let room = format!("{}-lobby-{}", ctx.run_id, w % cfg.rooms.max(1));
+        let n = cfg.groups * cfg.lobby_size;
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
             let (ctx, ls, room, cfg) = (ctx.clone(), ls.clone(), room.clone(), cfg.clone());
             tasks.push(glommio::spawn_local(async move {
-                lobby_client(&ctx, &ls, &room, cfg.size, cfg.delay_s, cfg.wave_timeout).await
+                lobby_client(
+                    &ctx,
+                    &ls,
+                    &room,
+                    cfg.lobby_size,
+                    cfg.start_delay_s,
+                    wave_timeout,
+                )
+                .await
             }));
         }
         let mut by_time: BTreeMap<String, usize> = BTreeMap::new();
@@ -189,13 +206,13 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             }
         }
         for (t, k) in &by_time {
-            if k % cfg.size != 0 {
+            if k % cfg.lobby_size != 0 {
                 st.violation(
                     "lobby: start_time shared by a non-multiple of the group size",
                     || {
                         format!(
                             "wave {w} room {room}: {k} clients got {t} (groups of {})",
-                            cfg.size
+                            cfg.lobby_size
                         )
                     },
                 );

@@ -15,65 +15,80 @@ use glommio::sync::Semaphore;
 use glommio::timer::Timer;
 use rand::Rng;
 
-use crate::cli::Opts;
+use crate::cli::{non_negative, percent};
 use crate::common::{sleep_until, Ctx, Stop};
 use crate::proto;
 use crate::stats::{Counter, Hist, Kind};
-use crate::ws::{Ev, WsConn, WsError, OP_PONG};
+use crate::ws::{close_code, Message, WsConn, WsError};
 
-pub struct Cfg {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Load rooms (/ws?room=<prefix>-m<i>)
+    #[arg(long, value_name = "R", default_value_t = 4)]
     pub rooms: usize,
+    /// Clients per room (load and probe rooms)
+    #[arg(long, value_name = "C", default_value_t = 100)]
     pub clients: usize,
-    pub senders: usize,
+    /// Senders per load room; the other C-S clients only listen [default: all C]
+    #[arg(long, value_name = "S")]
+    pub senders: Option<usize>,
+    /// Values per second per sender (random phase per sender)
+    #[arg(long, value_name = "H", default_value_t = 5.0, value_parser = non_negative)]
     pub hz: f64,
+    /// Probe rooms: one sender sending 1,2,3,... and C-1 listeners measuring send->receive
+    #[arg(long, value_name = "P", default_value_t = 1)]
     pub probe_rooms: usize,
+    /// Values per second of each probe sender; keep <= the server's per-client cap (50/s),
+    /// else ignored values break the identification
+    #[arg(long, value_name = "H", default_value_t = 5.0, value_parser = non_negative)]
     pub probe_hz: f64,
+    /// Percent of load-room sends replaced by messages the server must ignore (value 0,
+    /// non-number, non-JSON)
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
     pub junk_pct: f64,
-    pub max_bhz: f64,
-    pub conc: usize,
-    pub prefix: Option<String>,
+    /// Violation if a room delivers more than N frames/s per client on average (0 = no check)
+    #[arg(long, value_name = "N", default_value_t = 50.0, value_parser = non_negative)]
+    pub max_broadcast_hz: f64,
+    /// WebSocket handshakes in flight during ramp-up
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Load-room clients read their socket at most every MS ms, several frames per read, to
+    /// keep the harness cheap (0 = as soon as data arrives); probe rooms always read at once
+    #[arg(long, value_name = "MS", default_value_t = 100)]
     pub load_read_ms: u64,
+    /// Prefix of room names [default: a random lt-xxxxxxxx, distinct per run]
+    #[arg(long, value_name = "STR")]
+    pub room_prefix: Option<String>,
 }
 
-impl Cfg {
-    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
-        let clients = o.usize("clients")?;
-        let senders = o.opt_u64("senders")?.map(|s| s as usize).unwrap_or(clients);
-        let c = Cfg {
-            rooms: o.usize("rooms")?,
-            clients,
-            senders,
-            hz: o.f64("hz")?,
-            probe_rooms: o.usize("probe-rooms")?,
-            probe_hz: o.f64("probe-hz")?,
-            junk_pct: o.pct("junk-pct")?,
-            max_bhz: o.f64("max-broadcast-hz")?,
-            conc: o.usize("connect-concurrency")?.max(1),
-            prefix: o.str("room-prefix"),
-            load_read_ms: o.u64("load-read-ms")?,
-        };
-        if c.clients == 0 {
+impl Args {
+    fn senders(&self) -> usize {
+        self.senders.unwrap_or(self.clients)
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.clients == 0 {
             return Err("--clients must be at least 1".into());
         }
-        if c.senders > c.clients {
+        if self.senders() > self.clients {
             return Err("--senders cannot exceed --clients".into());
         }
-        if c.rooms + c.probe_rooms == 0 {
+        if self.rooms + self.probe_rooms == 0 {
             return Err("need at least one room (--rooms or --probe-rooms)".into());
         }
-        if c.rooms > 0 && c.senders > 0 && c.hz <= 0.0 {
+        if self.rooms > 0 && self.senders() > 0 && self.hz <= 0.0 {
             return Err("--hz must be > 0".into());
         }
-        if c.probe_rooms > 0 && c.probe_hz <= 0.0 {
+        if self.probe_rooms > 0 && self.probe_hz <= 0.0 {
             return Err("--probe-hz must be > 0".into());
         }
-        if c.probe_hz > 50.0 {
+        if self.probe_hz > 50.0 {
             return Err("--probe-hz above 50: the server ignores a client's values beyond 50/s, so probe values could not be identified".into());
         }
-        if c.hz > 1000.0 {
+        if self.hz > 1000.0 {
             return Err("--hz above 1000 per sender is not a chant".into());
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -100,7 +115,7 @@ enum Role {
 
 struct Shared {
     ctx: Rc<Ctx>,
-    cfg: Rc<Cfg>,
+    cfg: Rc<Args>,
     open: Rc<Counter>,
     sent: Rc<Counter>,
     recv: Rc<Counter>,
@@ -121,16 +136,19 @@ const JUNK: [&str; 4] = [
     "{\"volume\":5}",
 ];
 
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let st = ctx.stats.clone();
-    let prefix = cfg.prefix.clone().unwrap_or_else(|| ctx.run_id.clone());
+    let prefix = cfg
+        .room_prefix
+        .clone()
+        .unwrap_or_else(|| ctx.run_id.clone());
     let mut rooms = Vec::new();
     for i in 0..cfg.rooms {
         rooms.push(Rc::new(Room {
             name: format!("{prefix}-m{i}"),
             probe: false,
             clients: cfg.clients,
-            senders: cfg.senders,
+            senders: cfg.senders(),
             hz: cfg.hz,
             frames: Cell::new(0),
             values: Cell::new(0),
@@ -162,13 +180,13 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         h_fanout: st.hist("probe_fanout"),
         h_echo: st.hist("probe_sender_echo"),
         send_until: Cell::new(Instant::now() + Duration::from_secs(3600)),
-        stop: Stop::new(total),
+        stop: Stop::new(),
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
 
     // Ramp-up: open every connection (bounded concurrency), not measured.
-    let sem = Rc::new(Semaphore::new(cfg.conc as u64));
+    let sem = Rc::new(Semaphore::new(cfg.connect_concurrency.max(1) as u64));
     let mut pending = Vec::with_capacity(total);
     for room in &rooms {
         for ci in 0..room.clients {
@@ -222,7 +240,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     sh.send_until.set(send_until);
     let mut rng = ctx.rng();
     let mut tasks = Vec::with_capacity(conns.len());
-    for (slot, (room, role, ws)) in conns.into_iter().enumerate() {
+    for (room, role, ws) in conns {
         let first = match role {
             Role::Sender => start + Duration::from_secs_f64(rng.gen_range(0.0..1.0) / room.hz),
             Role::Probe => start,
@@ -233,7 +251,6 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
             room,
             ws,
             role,
-            slot,
             first,
         )));
     }
@@ -264,13 +281,13 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
         if per_client > max_rate {
             max_rate = per_client;
         }
-        if cfg.max_bhz > 0.0 && per_client > cfg.max_bhz * 1.1 + 1.0 {
+        if cfg.max_broadcast_hz > 0.0 && per_client > cfg.max_broadcast_hz * 1.1 + 1.0 {
             st.violation(
                 "meter: fan-out above the per-client broadcast bound",
                 || {
                     format!(
                     "room {}: {per_client:.1} frames/s per client > {} (SPEC 2.1 bounded fan-out)",
-                    r.name, cfg.max_bhz
+                    r.name, cfg.max_broadcast_hz
                 )
                 },
             );
@@ -320,14 +337,7 @@ enum Wake {
     Stop,
 }
 
-async fn conn_task(
-    sh: Rc<Shared>,
-    room: Rc<Room>,
-    mut ws: WsConn,
-    role: Role,
-    slot: usize,
-    first: Instant,
-) {
+async fn conn_task(sh: Rc<Shared>, room: Rc<Room>, mut ws: WsConn, role: Role, first: Instant) {
     let ctx = &sh.ctx;
     let st = &ctx.stats;
     let period = Duration::from_secs_f64(1.0 / room.hz.max(1e-9));
@@ -360,14 +370,15 @@ async fn conn_task(
             t_start.elapsed().as_secs_f64()
         )
     };
+    let mut stopped = sh.stop.listen();
     'outer: loop {
         // handle everything already buffered
         loop {
-            match ws.next_event() {
-                Ok(Some(Ev::Text)) => {
+            match ws.next_message() {
+                Ok(Some(Message::Text(text))) => {
                     sh.recv.inc();
                     room.frames.set(room.frames.get() + 1);
-                    let a = match proto::parse_avg(ws.payload()) {
+                    let a = match proto::parse_avg(text.as_bytes()) {
                         Ok(a) => a,
                         Err(e) => {
                             st.violation("meter: broadcast shape", || e);
@@ -447,22 +458,16 @@ async fn conn_task(
                         }
                     }
                 }
-                Ok(Some(Ev::Binary)) => {
+                Ok(Some(Message::Binary(_))) => {
                     st.violation("meter: unexpected binary message", || room.name.clone())
                 }
-                Ok(Some(Ev::Ping)) => {
-                    let p = ws.payload().to_vec();
-                    if let Err(e) = ws.send_frame(OP_PONG, &p).await {
-                        ctx.ws_failed("meter pong", &where_(), &e);
-                        break 'outer;
-                    }
-                }
-                Ok(Some(Ev::Pong)) => {}
-                Ok(Some(Ev::Close(code))) => {
+                // tungstenite answers pings (sent with the next fill)
+                Ok(Some(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Ok(Some(Message::Close(f))) => {
                     st.error("meter: server closed a chanting connection", || {
-                        format!("room {}: close code {code:?}", room.name)
+                        format!("room {}: close code {:?}", room.name, close_code(&f))
                     });
-                    let _ = ws.send_close(code.unwrap_or(1000)).await;
+                    let _ = ws.flush().await;
                     server_closed = true;
                     break 'outer;
                 }
@@ -492,7 +497,7 @@ async fn conn_task(
                     false
                 },
                 async {
-                    sh.stop.wait(slot).await;
+                    (&mut stopped).await;
                     true
                 },
             )
@@ -518,7 +523,7 @@ async fn conn_task(
             let wake = {
                 let read = async { Wake::Read(ws.fill().await) };
                 let stop = async {
-                    sh.stop.wait(slot).await;
+                    (&mut stopped).await;
                     Wake::Stop
                 };
                 if can_send {
@@ -581,7 +586,7 @@ async fn conn_task(
                         }
                     }
                 };
-                if let Err(e) = ws.send_text(&msg).await {
+                if let Err(e) = ws.send_text(msg).await {
                     ctx.ws_failed("meter send", &where_(), &e);
                     server_closed = true;
                     break;
@@ -602,14 +607,7 @@ async fn conn_task(
     if server_closed {
         return;
     }
-    match crate::net::timeout(ctx.timeout, ws.close(1000)).await {
-        Some(Ok(_code)) => sh.closed_ok.inc(),
-        Some(Err(WsError::Eof)) => st.violation("meter: close handshake not completed", || {
-            "server dropped the TCP connection instead of answering our close frame".into()
-        }),
-        Some(Err(e)) => ctx.ws_failed("meter close", &where_(), &e),
-        None => st.violation("meter: close handshake not completed", || {
-            format!("no close frame within {:?} of ours", ctx.timeout)
-        }),
+    if ctx.close_ws("meter", &where_(), &mut ws).await {
+        sh.closed_ok.inc();
     }
 }

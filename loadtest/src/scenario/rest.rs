@@ -7,20 +7,45 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::cli::Opts;
+use crate::cli::{non_negative, percent};
 use crate::common::{check_json, sleep_until, Ctx};
 use crate::http::{HttpConn, Response};
 use crate::proto::{self, Order, MENU};
 use crate::stats::{Counter, Hist, Kind};
 
-pub struct Cfg {
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Keep-alive HTTP/1.1 connections
+    #[arg(long, value_name = "N", default_value_t = 16)]
     pub connections: usize,
-    /// weights: menu, order, get, bad
+    /// Request mix weights: menu = GET /api/v1/stores/menu, order = POST /api/v1/stores/orders,
+    /// get = GET /api/v1/stores/orders/{id}, bad = requests that must fail with exact 400/404
+    /// errors
+    #[arg(long, value_name = "LIST", default_value = "menu:1,order:1,get:1,bad:0", value_parser = parse_mix)]
     pub mix: [f64; 4],
-    pub idem_pct: f64,
+    /// Percent of POSTs sent with a fresh Idempotency-Key
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
+    pub idempotency_pct: f64,
+    /// Percent of POSTs that repeat an earlier Idempotency-Key and must get the same order back
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
     pub idem_repeat_pct: f64,
+    /// Total request rate spread over the connections (0 = closed loop, as fast as possible);
+    /// with a rate, latency counts from the scheduled send time
+    #[arg(long, value_name = "RPS", default_value_t = 0.0, value_parser = non_negative)]
     pub rate: f64,
-    pub pipeline: usize,
+    /// Requests written back to back per connection before reading their responses (HTTP/1.1
+    /// pipelining); latency counts from the batch write
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub pipeline: u16,
+}
+
+impl Args {
+    pub fn check(&self) -> Result<(), String> {
+        if self.idempotency_pct + self.idem_repeat_pct > 100.0 {
+            return Err("--idempotency-pct + --idem-repeat-pct exceed 100".into());
+        }
+        Ok(())
+    }
 }
 
 pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
@@ -56,26 +81,9 @@ pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
     Ok(w)
 }
 
-impl Cfg {
-    pub fn from_opts(o: &Opts) -> Result<Cfg, String> {
-        let c = Cfg {
-            connections: o.usize("connections")?.max(1),
-            mix: parse_mix(&o.str("mix").unwrap_or_default())?,
-            idem_pct: o.pct("idempotency-pct")?,
-            idem_repeat_pct: o.pct("idem-repeat-pct")?,
-            rate: o.f64("rate")?,
-            pipeline: o.usize("pipeline")?.clamp(1, 1024),
-        };
-        if c.idem_pct + c.idem_repeat_pct > 100.0 {
-            return Err("--idempotency-pct + --idem-repeat-pct exceed 100".into());
-        }
-        Ok(c)
-    }
-}
-
 struct Shared {
     ctx: Rc<Ctx>,
-    cfg: Rc<Cfg>,
+    cfg: Rc<Args>,
     requests: Rc<Counter>,
     orders_created: Rc<Counter>,
     conns: Rc<Counter>,
@@ -94,7 +102,7 @@ const H_GET: usize = 2;
 const H_BAD: usize = 3;
 const H_IDEM: usize = 4;
 
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let st = ctx.stats.clone();
     let sh = Rc::new(Shared {
         requests: st.counter("requests", Kind::Rate),
@@ -118,7 +126,7 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Cfg>) {
     });
     st.start_window();
     let mut tasks = Vec::new();
-    for ci in 0..cfg.connections {
+    for ci in 0..cfg.connections.max(1) {
         tasks.push(glommio::spawn_local(conn_task(sh.clone(), ci)));
     }
     for t in tasks {
@@ -176,10 +184,10 @@ async fn conn_task(sh: Rc<Shared>, ci: usize) {
         ci,
     };
     let total_w: f64 = sh.cfg.mix.iter().sum();
-    let depth = sh.cfg.pipeline.max(1);
+    let depth = usize::from(sh.cfg.pipeline);
     let interval = if sh.cfg.rate > 0.0 {
         Some(Duration::from_secs_f64(
-            sh.cfg.connections as f64 * depth as f64 / sh.cfg.rate,
+            sh.cfg.connections.max(1) as f64 * depth as f64 / sh.cfg.rate,
         ))
     } else {
         None
@@ -247,14 +255,10 @@ async fn conn_task(sh: Rc<Shared>, ci: usize) {
             let is_head = false;
             match c.read_response(is_head).await {
                 Ok(r) => {
-                    if r.wants_close() {
-                        c.closed = true;
-                    }
                     sh.requests.inc();
                     check(&sh, &mut cs, p, r, t0);
                 }
                 Err(e) => {
-                    c.closed = true;
                     ctx.http_failed(pending_name(&p), &e);
                     break;
                 }
@@ -318,7 +322,7 @@ fn prepare(
             }
             let item = MENU[rng.gen_range(0..MENU.len())].0;
             let body = format!("{{\"menu_item_id\":\"{item}\"}}");
-            let key = (p < sh.cfg.idem_repeat_pct + sh.cfg.idem_pct).then(|| {
+            let key = (p < sh.cfg.idem_repeat_pct + sh.cfg.idempotency_pct).then(|| {
                 let n = sh.seq.get();
                 sh.seq.set(n + 1);
                 format!("{}-{}-{n}", ctx.run_id, cs.ci)
