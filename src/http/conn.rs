@@ -1,8 +1,11 @@
 //! One HTTP connection: read heads and bodies into a bounded buffer, answer every complete
-//! request in it (pipelining), send the answers with one write, repeat. A WebSocket
-//! upgrade leaves this loop with the socket and any bytes read past the handshake.
+//! request in it (pipelining), send the answers with one write, repeat. A chunked body is
+//! decoded in place behind its head as it arrives, so by the time a request is answered
+//! its body is one slice either way. A WebSocket upgrade leaves this loop with the socket
+//! and any bytes read past the handshake.
 
-use super::request::{self, HeadError, Method};
+use super::chunked::{self, ChunkedError};
+use super::request::{self, Framing, HeadError, Method};
 use super::response::{self, Status};
 use super::route::{self, Route, WsKind};
 use crate::metrics::{Endpoint, Rejected};
@@ -52,6 +55,15 @@ struct Connection {
     /// The client may still be sending bytes we will not read: drain before closing,
     /// so the kernel does not answer them with a reset that destroys our error response.
     linger: bool,
+    /// The chunked body of the request at the start of the buffer, while it arrives.
+    chunked: Option<ChunkedBody>,
+}
+
+/// A chunked body being decoded: `buf[head_len..]` holds the body decoded so far,
+/// then raw bytes not yet decoded.
+struct ChunkedBody {
+    head_len: usize,
+    decoder: chunked::Decoder,
 }
 
 /// Serves one accepted connection until it closes or becomes a WebSocket.
@@ -84,6 +96,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         filled: 0,
         out: Vec::new(),
         linger: false,
+        chunked: None,
     };
     let upgrade = connection.run().await;
     shard.metrics.closed(Endpoint::Http);
@@ -245,115 +258,121 @@ impl Connection {
         Ok(())
     }
 
+    /// Decodes what has arrived of a chunked body in place: `Ok(Some(body_len))` once it
+    /// is complete (the next request then follows the body in the buffer), `Ok(None)`
+    /// while more must be read.
+    fn decode_chunked(&mut self) -> Result<Option<usize>, ChunkedError> {
+        let Some(body) = &mut self.chunked else {
+            return Ok(None);
+        };
+        let head_len = body.head_len;
+        let left = body
+            .decoder
+            .decode_in_place(&mut self.buf[head_len..self.filled])?;
+        self.filled = head_len + left.len;
+        if !left.done {
+            return Ok(None);
+        }
+        let body_len = body.decoder.body_bytes();
+        self.chunked = None;
+        Ok(Some(body_len))
+    }
+
     /// Parses and answers the first request in the buffer, if it is complete.
     async fn step(&mut self) -> Step {
         let started = Instant::now();
         let config = self.shard.config();
         let head_max = config.head_bytes_max;
         let body_max = config.body_bytes_max;
-        let data = &self.buf[..self.filled];
-        let mut storage = request::header_storage();
-        let mut head = match request::parse(data, &mut storage) {
-            Ok(head) => head,
-            Err(HeadError::Partial) => {
-                if self.filled >= head_max {
-                    return self.fail(
-                        Status::HeadersTooLarge,
-                        "request head is larger than the limit",
-                    );
+        let mut chunked_len = None;
+        // Twice at most: a chunked body found in the head is decoded before the head is
+        // looked at again (decoding moves bytes the head's fields would borrow).
+        loop {
+            if self.chunked.is_some() {
+                match self.decode_chunked() {
+                    Ok(Some(body_len)) => chunked_len = Some(body_len),
+                    Ok(None) => {
+                        // All of the input was taken in, so the buffer must grow to
+                        // read more; it holds at most the head and the decoded body.
+                        return Step::NeedMore {
+                            needed: self.buf.len().max(self.filled + 1).next_power_of_two(),
+                        };
+                    }
+                    Err(error) => {
+                        self.chunked = None;
+                        return match error {
+                            ChunkedError::Malformed(why) => self.fail(Status::BadRequest, why),
+                            ChunkedError::TooLarge => self.fail(
+                                Status::PayloadTooLarge,
+                                "request body is larger than the limit",
+                            ),
+                            ChunkedError::TrailersTooLarge => self.fail(
+                                Status::HeadersTooLarge,
+                                "request trailers are larger than the limit",
+                            ),
+                        };
+                    }
                 }
-                return Step::NeedMore {
-                    needed: (self.filled + 1).max(self.buf.len()).min(head_max),
-                };
             }
-            Err(HeadError::TooManyHeaders) => {
-                return self.fail(Status::HeadersTooLarge, "too many header lines")
-            }
-            Err(HeadError::LengthRequired) => {
-                return self.fail(
-                    Status::LengthRequired,
-                    "chunked request bodies are not supported; send Content-Length",
-                )
-            }
-            Err(HeadError::Malformed(why)) => return self.fail(Status::BadRequest, why),
-        };
-        if head.head_len > head_max {
-            return self.fail(
-                Status::HeadersTooLarge,
-                "request head is larger than the limit",
-            );
-        }
-        if head.content_length > body_max {
-            return self.fail(
-                Status::PayloadTooLarge,
-                "request body is larger than the limit",
-            );
-        }
-        let total = head.head_len + head.content_length;
-        if self.filled < total {
-            return Step::NeedMore { needed: total };
-        }
-        // Shutting down: answer this request, then close.
-        head.close |= self.shard.drain.is_draining();
-        let body = &data[head.head_len..total];
-        let close = head.close;
-        let out = &mut self.out;
-        let shard = &self.shard;
-        let Some(route) = route::find(head.path) else {
-            if head.method == Method::Options {
-                response::preflight(out, close);
-                shard
-                    .metrics
-                    .http_request("preflight", 204, elapsed_us(started));
-            } else {
-                response::error(out, Status::NotFound, "no such path", close);
-                shard
-                    .metrics
-                    .http_request("unknown", 404, elapsed_us(started));
-            }
-            return Step::Answered {
-                consumed: total,
-                close,
-            };
-        };
-        let status = if head.method == Method::Options {
-            response::preflight(out, close);
-            Status::NoContent
-        } else if !route.allowed().contains(&head.method) {
-            response::error_with_headers(
-                out,
-                Status::MethodNotAllowed,
-                "method not allowed on this path",
-                route.allow_header(),
-                close,
-            );
-            Status::MethodNotAllowed
-        } else if let Route::WebSocket(kind) = route {
-            let answered_before = out.len();
-            match crate::ws::upgrade::answer(kind, &head, out) {
-                Ok(room) => {
-                    shard
-                        .metrics
-                        .http_request(route.label(), 101, elapsed_us(started));
-                    let greeting = out.split_off(answered_before);
-                    return Step::Upgrade {
-                        consumed: total,
-                        kind,
-                        room,
-                        greeting,
+            let data = &self.buf[..self.filled];
+            let mut storage = request::header_storage();
+            let mut head = match request::parse(data, &mut storage) {
+                Ok(head) => head,
+                Err(HeadError::Partial) => {
+                    if self.filled >= head_max {
+                        return self.fail(
+                            Status::HeadersTooLarge,
+                            "request head is larger than the limit",
+                        );
+                    }
+                    return Step::NeedMore {
+                        needed: (self.filled + 1).max(self.buf.len()).min(head_max),
                     };
                 }
-                Err(status) => status,
+                Err(HeadError::TooManyHeaders) => {
+                    return self.fail(Status::HeadersTooLarge, "too many header lines")
+                }
+                Err(HeadError::NotImplemented(why)) => {
+                    return self.fail(Status::NotImplemented, why)
+                }
+                Err(HeadError::Malformed(why)) => return self.fail(Status::BadRequest, why),
+            };
+            if head.head_len > head_max {
+                return self.fail(
+                    Status::HeadersTooLarge,
+                    "request head is larger than the limit",
+                );
             }
-        } else {
-            crate::api::handle(shard, route, &head, body, out).await
-        };
-        shard
-            .metrics
-            .http_request(route.label(), status.code(), elapsed_us(started));
-        Step::Answered {
-            consumed: total,
-            close,
+            let body_len = match (head.framing, chunked_len) {
+                (Framing::Length(length), _) => {
+                    if length > body_max {
+                        return self.fail(
+                            Status::PayloadTooLarge,
+                            "request body is larger than the limit",
+                        );
+                    }
+                    if self.filled < head.head_len + length {
+                        return Step::NeedMore {
+                            needed: head.head_len + length,
+                        };
+                    }
+                    length
+                }
+                (Framing::Chunked, Some(body_len)) => body_len,
+                (Framing::Chunked, None) => {
+                    // Trailers get a budget of their own, as large as a head's.
+                    self.chunked = Some(ChunkedBody {
+                        head_len: head.head_len,
+                        decoder: chunked::Decoder::new(body_max, head_max),
+                    });
+                    continue;
+                }
+            };
+            let total = head.head_len + body_len;
+            // Shutting down: answer this request, then close.
+            head.close |= self.shard.drain.is_draining();
+            let body = &data[head.head_len..total];
+            return respond(&self.shard, &mut self.out, &head, body, total, started).await;
         }
     }
 
@@ -366,6 +385,75 @@ impl Connection {
             consumed: self.filled,
             close: true,
         }
+    }
+}
+
+/// Routes a complete request and writes its answer; `total` bytes of the buffer were
+/// the request.
+async fn respond(
+    shard: &Rc<Shard>,
+    out: &mut Vec<u8>,
+    head: &request::Head<'_, '_>,
+    body: &[u8],
+    total: usize,
+    started: Instant,
+) -> Step {
+    let close = head.close;
+    let Some(route) = route::find(head.path) else {
+        if head.method == Method::Options {
+            response::preflight(out, close);
+            shard
+                .metrics
+                .http_request("preflight", 204, elapsed_us(started));
+        } else {
+            response::error(out, Status::NotFound, "no such path", close);
+            shard
+                .metrics
+                .http_request("unknown", 404, elapsed_us(started));
+        }
+        return Step::Answered {
+            consumed: total,
+            close,
+        };
+    };
+    let status = if head.method == Method::Options {
+        response::preflight(out, close);
+        Status::NoContent
+    } else if !route.allowed().contains(&head.method) {
+        response::error_with_headers(
+            out,
+            Status::MethodNotAllowed,
+            "method not allowed on this path",
+            route.allow_header(),
+            close,
+        );
+        Status::MethodNotAllowed
+    } else if let Route::WebSocket(kind) = route {
+        let answered_before = out.len();
+        match crate::ws::upgrade::answer(kind, head, out) {
+            Ok(room) => {
+                shard
+                    .metrics
+                    .http_request(route.label(), 101, elapsed_us(started));
+                let greeting = out.split_off(answered_before);
+                return Step::Upgrade {
+                    consumed: total,
+                    kind,
+                    room,
+                    greeting,
+                };
+            }
+            Err(status) => status,
+        }
+    } else {
+        crate::api::handle(shard, route, head, body, out).await
+    };
+    shard
+        .metrics
+        .http_request(route.label(), status.code(), elapsed_us(started));
+    Step::Answered {
+        consumed: total,
+        close,
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP/1.1, hand-rolled on `httparse`: one buffer per connection, keep-alive and
-//! pipelining, a limit on every size and on time.
+//! pipelining, `Content-Length` and chunked bodies, a limit on every size and on time.
 
+pub mod chunked;
 pub mod conn;
 pub mod query;
 pub mod request;
