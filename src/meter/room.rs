@@ -9,13 +9,13 @@ use super::rate::RateLimit;
 use super::value;
 use super::window::{Contribution, Window};
 use crate::config::Config;
-use crate::metrics::{Endpoint, Ignored, Rejected};
+use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
 use crate::runtime::shard::Shard;
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Width of one window bucket: the old edge of the window is this precise.
 const BUCKET_MS: u64 = 100;
@@ -55,6 +55,8 @@ pub struct Room {
     last_broadcast_ms: Cell<u64>,
     /// A broadcast is already scheduled; new values wait for it.
     flush_scheduled: Cell<bool>,
+    /// When the first value since the last broadcast was accepted (broadcast latency).
+    pending_since: Cell<Option<Instant>>,
     /// Reused for encoding the JSON of each broadcast.
     json: RefCell<Vec<u8>>,
 }
@@ -93,6 +95,7 @@ pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Re
                 broadcast: Broadcast::default(),
                 last_broadcast_ms: Cell::new(0),
                 flush_scheduled: Cell::new(false),
+                pending_since: Cell::new(None),
                 json: RefCell::new(Vec::with_capacity(64)),
             });
             meter
@@ -119,7 +122,7 @@ pub fn join(shard: &Rc<Shard>, name: &str, slot: &Rc<Slot>) -> Result<Member, Re
 
 impl Room {
     /// Encodes the current average once and wakes every member to send it.
-    fn broadcast(&self, now_ms: u64) {
+    fn broadcast(&self, now_ms: u64, metrics: &Metrics) {
         let reading = self.window.borrow_mut().read(now_ms);
         let mut json = self.json.borrow_mut();
         json.clear();
@@ -129,17 +132,23 @@ impl Room {
         for slot in self.members.borrow().iter() {
             slot.wake();
         }
+        if let Some(since) = self.pending_since.take() {
+            metrics.broadcast_latency(since.elapsed().as_micros() as u64);
+        }
     }
 
     /// A value was accepted: broadcast now, or make sure one is scheduled.
     fn on_value(self: &Rc<Self>, shard: &Rc<Shard>, now_ms: u64) {
         let interval_ms = shard.ws.meter.interval_ms;
+        if self.pending_since.get().is_none() {
+            self.pending_since.set(Some(Instant::now()));
+        }
         if self.flush_scheduled.get() {
             return;
         }
         let due_ms = self.last_broadcast_ms.get() + interval_ms;
         if interval_ms == 0 || self.broadcast.version() == 0 || now_ms >= due_ms {
-            self.broadcast(now_ms);
+            self.broadcast(now_ms, &shard.metrics);
             return;
         }
         self.flush_scheduled.set(true);
@@ -149,7 +158,7 @@ impl Room {
             glommio::timer::sleep(Duration::from_millis(due_ms - now_ms)).await;
             room.flush_scheduled.set(false);
             if let Some(shard) = shard.upgrade() {
-                room.broadcast(shard.ws.now_ms());
+                room.broadcast(shard.ws.now_ms(), &shard.metrics);
             }
         })
         .detach();
@@ -158,9 +167,12 @@ impl Room {
 
 impl Member {
     pub fn on_text(&mut self, shard: &Rc<Shard>, text: &[u8]) {
-        let Some(sample) = value::parse_value(text) else {
-            shard.metrics.ignored(Ignored::NotAValue);
-            return;
+        let sample = match value::parse_value(text) {
+            Ok(sample) => sample,
+            Err(why) => {
+                shard.metrics.ignored(why.into());
+                return;
+            }
         };
         let now_ms = shard.ws.now_ms();
         if !self.rate.allow(shard.ws.meter.values_per_s_max, now_ms) {
