@@ -167,7 +167,7 @@ pub struct JournalFigures {
 #[derive(Debug, Default)]
 pub struct OrderFigures {
     /// `[menu index][status]`.
-    pub by_menu_and_status: [[u64; 3]; 4],
+    pub by_menu_and_status: [[u64; crate::orders::Status::ALL.len()]; crate::menu::MENU.len()],
 }
 
 impl Snapshot {
@@ -201,7 +201,7 @@ impl Snapshot {
 
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self, orders: &OrderFigures) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(16 << 10);
         let o = &mut out;
         header(
             o,

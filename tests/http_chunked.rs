@@ -27,13 +27,20 @@ fn send_in_pieces(server: &Server, pieces: &[&[u8]]) -> (TcpStream, BufReader<Tc
     (stream, reader)
 }
 
-/// The one response to `raw`, and whether the server then closed the connection.
-fn exchange(server: &Server, raw: &[u8]) -> (Response, bool) {
+/// Sends `raw` and asserts it is refused with `status` and the JSON error `message`,
+/// after which the server closes the connection.
+fn assert_refused(server: &Server, raw: &[u8], status: u16, message: &str) {
     let (_stream, mut reader) = send_in_pieces(server, &[raw]);
-    let response = read_response(&mut reader).expect("a response");
+    let response: Response = read_response(&mut reader).expect("a response");
+    let what = String::from_utf8_lossy(&raw[..raw.len().min(160)]);
+    assert_eq!(response.status, status, "{what}");
+    assert_eq!(response.error_message(), message, "{what}");
+    assert_eq!(response.header("Connection"), Some("close"), "{what}");
     let mut rest = Vec::new();
-    let closed = reader.read_to_end(&mut rest).is_ok() && rest.is_empty();
-    (response, closed)
+    assert!(
+        reader.read_to_end(&mut rest).is_ok() && rest.is_empty(),
+        "not closed after {what}"
+    );
 }
 
 #[test]
@@ -101,23 +108,16 @@ fn the_body_limit_counts_decoded_bytes_and_refuses_before_the_data() {
     // One more byte, announced but never sent: 413 at once, and the connection closes.
     let mut over = ORDERS_HEAD.to_string();
     over.push_str(&format!("3c\r\n{}\r\n29\r\n", "a".repeat(60)));
-    let (response, closed) = exchange(&server, over.as_bytes());
-    assert_eq!(response.status, 413);
-    assert_eq!(
-        response.error_message(),
-        "request body is larger than the limit"
-    );
-    assert!(closed);
-
+    let too_large = "request body is larger than the limit";
+    assert_refused(&server, over.as_bytes(), 413, too_large);
     let huge = format!("{ORDERS_HEAD}ffffffffffffffff\r\n");
-    let (response, closed) = exchange(&server, huge.as_bytes());
-    assert_eq!(response.status, 413);
-    assert!(closed);
+    assert_refused(&server, huge.as_bytes(), 413, too_large);
 }
 
 #[test]
 fn broken_framing_is_a_400_and_closes() {
     let server = Server::start(&[]);
+    let long_line = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(2000));
     for (body, message) in [
         ("zz\r\n", "chunk size is not hexadecimal"),
         ("10000000000000000\r\n", "chunk size does not fit 64 bits"),
@@ -127,17 +127,15 @@ fn broken_framing_is_a_400_and_closes() {
         ),
         ("5\r\nhelloXX0\r\n\r\n", "chunk data does not end in CRLF"),
         ("0\r\nX-A: b\n\r\n", "trailer line does not end in CRLF"),
+        (&long_line, "chunk-size line is too long"),
     ] {
-        let (response, closed) = exchange(&server, format!("{ORDERS_HEAD}{body}").as_bytes());
-        assert_eq!(response.status, 400, "{body:?}");
-        assert_eq!(response.error_message(), message, "{body:?}");
-        assert!(closed, "{body:?}");
+        assert_refused(
+            &server,
+            format!("{ORDERS_HEAD}{body}").as_bytes(),
+            400,
+            message,
+        );
     }
-    let long_line = format!("{ORDERS_HEAD}1;{}\r\na\r\n0\r\n\r\n", "e".repeat(2000));
-    let (response, closed) = exchange(&server, long_line.as_bytes());
-    assert_eq!(response.status, 400);
-    assert_eq!(response.error_message(), "chunk-size line is too long");
-    assert!(closed);
     assert_eq!(server.get("/healthz").status, 200, "the server is unharmed");
 }
 
@@ -145,13 +143,12 @@ fn broken_framing_is_a_400_and_closes() {
 fn trailers_are_bounded_by_the_head_limit() {
     let server = Server::start(&["--head-bytes-max", "1024"]);
     let trailers = format!("{ORDERS_HEAD}0\r\nX-Fill: {}\r\n\r\n", "t".repeat(1100));
-    let (response, closed) = exchange(&server, trailers.as_bytes());
-    assert_eq!(response.status, 431);
-    assert_eq!(
-        response.error_message(),
-        "request trailers are larger than the limit"
+    assert_refused(
+        &server,
+        trailers.as_bytes(),
+        431,
+        "request trailers are larger than the limit",
     );
-    assert!(closed);
 }
 
 #[test]
@@ -180,10 +177,6 @@ fn transfer_encodings_that_cannot_be_trusted_or_decoded() {
         ),
     ] {
         let raw = format!("{head}5\r\nhello\r\n0\r\n\r\n");
-        let (response, closed) = exchange(&server, raw.as_bytes());
-        assert_eq!(response.status, status, "{head:?}");
-        assert_eq!(response.error_message(), message, "{head:?}");
-        assert_eq!(response.header("Connection"), Some("close"));
-        assert!(closed, "{head:?}");
+        assert_refused(&server, raw.as_bytes(), status, message);
     }
 }

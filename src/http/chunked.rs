@@ -192,11 +192,11 @@ impl Decoder {
         }
         self.state = match (self.state, byte) {
             (SizeStart | Size, _) if byte.is_ascii_hexdigit() => {
-                let digit = u64::from(hex_value(byte));
+                let digit = char::from(byte).to_digit(16).expect("a hex digit");
                 self.size = self
                     .size
                     .checked_mul(16)
-                    .and_then(|size| size.checked_add(digit))
+                    .and_then(|size| size.checked_add(u64::from(digit)))
                     .ok_or(Malformed("chunk size does not fit 64 bits"))?;
                 Size
             }
@@ -245,14 +245,6 @@ impl Decoder {
             return Err(ChunkedError::TooLarge);
         }
         Ok(State::Data)
-    }
-}
-
-fn hex_value(byte: u8) -> u8 {
-    match byte {
-        b'0'..=b'9' => byte - b'0',
-        b'a'..=b'f' => byte - b'a' + 10,
-        _ => byte - b'A' + 10,
     }
 }
 
