@@ -1,24 +1,23 @@
 //! Per-core counters and latency histograms, touched only by their own core (plain
 //! `Cell`s, no atomics), merged only when `/metrics` is scraped: the scraping core asks
 //! every other core for a [`Snapshot`] over the mesh and renders Prometheus text.
+//! Orders by menu item and status are the exception: the shared order index counts
+//! them as they commit, and the scrape reads its counters.
 
-use hdrhistogram::Histogram;
+pub mod histogram;
+
+use histogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// Latencies are recorded in microseconds, up to one minute, 3 significant digits.
-const LATENCY_US_MAX: u64 = 60_000_000;
-
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("static histogram bounds are valid")
-}
-
 /// Why a WebSocket message was not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ignored {
-    /// Not `{"value": <number>}`, or the value was 0 or out of range.
+    /// Not `{"value": <number>}`, or a value out of range.
     NotAValue,
+    /// `{"value": 0}`: the front end sends one as each chant starts.
+    Zero,
     /// Over the per-connection rate cap.
     RateLimited,
     /// A message on an endpoint that takes none, or a repeated/unknown confirm message.
@@ -59,7 +58,8 @@ pub struct Metrics {
     ignored: RefCell<BTreeMap<Ignored, u64>>,
     rejected: RefCell<BTreeMap<Rejected, u64>>,
     http: RefCell<BTreeMap<(&'static str, u16), u64>>,
-    http_latency_us: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
+    http_latency: RefCell<BTreeMap<&'static str, Histogram>>,
+    broadcast_latency: RefCell<Histogram>,
 }
 
 fn bump<K: Ord>(map: &RefCell<BTreeMap<K, u64>>, key: K) {
@@ -109,11 +109,14 @@ impl Metrics {
 
     pub fn http_request(&self, route: &'static str, status: u16, latency_us: u64) {
         bump(&self.http, (route, status));
-        let mut histograms = self.http_latency_us.borrow_mut();
-        histograms
-            .entry(route)
-            .or_insert_with(latency_histogram)
-            .saturating_record(latency_us.max(1));
+        let mut histograms = self.http_latency.borrow_mut();
+        histograms.entry(route).or_default().record(latency_us);
+    }
+
+    /// A room handed a new average to its members `latency_us` after the first value
+    /// it reflects was accepted.
+    pub fn broadcast_latency(&self, latency_us: u64) {
+        self.broadcast_latency.borrow_mut().record(latency_us);
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -126,7 +129,8 @@ impl Metrics {
             ignored: self.ignored.borrow().clone(),
             rejected: self.rejected.borrow().clone(),
             http: self.http.borrow().clone(),
-            http_latency_us: self.http_latency_us.borrow().clone(),
+            http_latency: self.http_latency.borrow().clone(),
+            broadcast_latency: self.broadcast_latency.borrow().clone(),
             ..Snapshot::default()
         }
     }
@@ -143,7 +147,8 @@ pub struct Snapshot {
     pub ignored: BTreeMap<Ignored, u64>,
     pub rejected: BTreeMap<Rejected, u64>,
     pub http: BTreeMap<(&'static str, u16), u64>,
-    pub http_latency_us: BTreeMap<&'static str, Histogram<u64>>,
+    pub http_latency: BTreeMap<&'static str, Histogram>,
+    pub broadcast_latency: Histogram,
     /// Filled in by the journal owner only.
     pub journal: Option<JournalFigures>,
     pub chant_fallbacks: u64,
@@ -170,14 +175,15 @@ pub struct CoreFigures {
 pub struct JournalFigures {
     pub syncs: u64,
     pub records: u64,
-    pub sync_latency_us: Histogram<u64>,
+    /// As the order book keeps it; put into fixed buckets when rendered.
+    pub sync_latency_us: hdrhistogram::Histogram<u64>,
 }
 
-/// Orders counted from the shared index at scrape time.
+/// Committed orders, as the shared index counts them.
 #[derive(Debug, Default)]
 pub struct OrderFigures {
     /// `[menu index][status]`.
-    pub by_menu_and_status: [[u64; 3]; 4],
+    pub by_menu_and_status: [[u64; crate::orders::Status::ALL.len()]; crate::menu::MENU.len()],
 }
 
 impl Snapshot {
@@ -198,16 +204,10 @@ impl Snapshot {
         for (k, v) in other.http {
             *self.http.entry(k).or_insert(0) += v;
         }
-        for (k, h) in other.http_latency_us {
-            match self.http_latency_us.get_mut(k) {
-                Some(mine) => {
-                    let _ = mine.add(&h);
-                }
-                None => {
-                    self.http_latency_us.insert(k, h);
-                }
-            }
+        for (k, h) in other.http_latency {
+            self.http_latency.entry(k).or_default().merge(&h);
         }
+        self.broadcast_latency.merge(&other.broadcast_latency);
         if other.journal.is_some() {
             self.journal = other.journal;
         }
@@ -218,7 +218,7 @@ impl Snapshot {
 
     /// Prometheus text exposition format, version 0.0.4.
     pub fn render(&self, orders: &OrderFigures) -> String {
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(16 << 10);
         let o = &mut out;
         header(
             o,
@@ -233,18 +233,25 @@ impl Snapshot {
                 self.open[i]
             );
         }
-        header(
-            o,
-            "kakigori_rooms_open",
-            "gauge",
-            "Open /ws rooms, lobbies and confirm batches.",
-        );
-        for (i, label) in ENDPOINT_LABELS.iter().enumerate().skip(1).take(3) {
-            let _ = writeln!(
-                o,
-                "kakigori_rooms_open{{endpoint=\"{label}\"}} {}",
-                self.rooms_open[i]
-            );
+        for (endpoint, name, help) in [
+            (
+                Endpoint::Meter,
+                "kakigori_rooms_open",
+                "Open /ws chant-meter rooms.",
+            ),
+            (
+                Endpoint::Stay,
+                "kakigori_lobbies_open",
+                "Open /ws/stay lobbies.",
+            ),
+            (
+                Endpoint::Confirm,
+                "kakigori_confirm_batches_open",
+                "Open /ws/confirm batches.",
+            ),
+        ] {
+            header(o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {}", self.rooms_open[endpoint as usize]);
         }
         header(
             o,
@@ -279,6 +286,7 @@ impl Snapshot {
         );
         for (why, label) in [
             (Ignored::NotAValue, "not_a_value"),
+            (Ignored::Zero, "zero"),
             (Ignored::RateLimited, "rate_limited"),
             (Ignored::Unexpected, "unexpected"),
         ] {
@@ -308,7 +316,7 @@ impl Snapshot {
             o,
             "kakigori_orders",
             "gauge",
-            "Orders in the journal by menu item and status.",
+            "Committed orders by menu item and current status.",
         );
         for (menu, row) in orders.by_menu_and_status.iter().enumerate() {
             for (status, n) in row.iter().enumerate() {
@@ -337,15 +345,14 @@ impl Snapshot {
             let _ = writeln!(o, "kakigori_journal_records_total {}", journal.records);
             header(
                 o,
-                "kakigori_journal_sync_seconds",
-                "summary",
-                "Journal write + fdatasync latency.",
+                "kakigori_journal_sync_duration_seconds",
+                "histogram",
+                "Journal fdatasync latency.",
             );
-            summary(
+            Histogram::from_hdr(&journal.sync_latency_us).render(
                 o,
-                "kakigori_journal_sync_seconds",
+                "kakigori_journal_sync_duration_seconds",
                 "",
-                &journal.sync_latency_us,
             );
         }
         header(
@@ -362,18 +369,25 @@ impl Snapshot {
         }
         header(
             o,
-            "kakigori_http_request_seconds",
-            "summary",
-            "HTTP request latency by route.",
+            "kakigori_http_request_duration_seconds",
+            "histogram",
+            "HTTP request handling latency by route, from its last bytes read to its answer.",
         );
-        for (route, histogram) in &self.http_latency_us {
-            summary(
+        for (route, histogram) in &self.http_latency {
+            histogram.render(
                 o,
-                "kakigori_http_request_seconds",
+                "kakigori_http_request_duration_seconds",
                 &format!("route=\"{route}\""),
-                histogram,
             );
         }
+        header(
+            o,
+            "kakigori_broadcast_latency_seconds",
+            "histogram",
+            "From a /ws value accepted to the average that reflects it handed to the room's sockets.",
+        );
+        self.broadcast_latency
+            .render(o, "kakigori_broadcast_latency_seconds", "");
         header(
             o,
             "kakigori_chant_fallbacks_total",
@@ -443,25 +457,6 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn summary(out: &mut String, name: &str, labels: &str, histogram: &Histogram<u64>) {
-    let sep = if labels.is_empty() { "" } else { "," };
-    for quantile in [0.5, 0.9, 0.99, 0.999] {
-        let seconds = histogram.value_at_quantile(quantile) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "{name}{{{labels}{sep}quantile=\"{quantile}\"}} {seconds}"
-        );
-    }
-    let sum_seconds = histogram.mean() * histogram.len() as f64 / 1e6;
-    let braces = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
-    let _ = writeln!(out, "{name}_sum{braces} {sum_seconds}");
-    let _ = writeln!(out, "{name}_count{braces} {}", histogram.len());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,17 +467,43 @@ mod tests {
         a.http_request("menu", 200, 100);
         a.opened(Endpoint::Meter);
         a.ignored(Ignored::NotAValue);
+        a.ignored(Ignored::Zero);
+        a.broadcast_latency(3);
+        a.room_delta(Endpoint::Stay, 1);
         let b = Metrics::default();
         b.http_request("menu", 200, 300);
         b.opened(Endpoint::Meter);
+        b.broadcast_latency(40_000);
+        b.room_delta(Endpoint::Confirm, 1);
+        b.room_delta(Endpoint::Stay, 1);
         let mut total = a.snapshot();
         total.merge(b.snapshot());
         assert_eq!(total.http[&("menu", 200)], 2);
-        assert_eq!(total.http_latency_us["menu"].len(), 2);
+        assert_eq!(total.http_latency["menu"].count(), 2);
+        assert_eq!(total.broadcast_latency.count(), 2);
         assert_eq!(total.open[Endpoint::Meter as usize], 2);
-        let text = total.render(&OrderFigures::default());
-        assert!(text.contains("kakigori_http_requests_total{route=\"menu\",status=\"200\"} 2\n"));
-        assert!(text.contains("kakigori_connections_open{endpoint=\"ws\"} 2\n"));
-        assert!(text.contains("kakigori_ws_messages_ignored_total{reason=\"not_a_value\"} 1\n"));
+        let mut orders = OrderFigures::default();
+        orders.by_menu_and_status[1][2] = 7;
+        let text = total.render(&orders);
+        for line in [
+            "kakigori_http_requests_total{route=\"menu\",status=\"200\"} 2",
+            "kakigori_http_request_duration_seconds_bucket{route=\"menu\",le=\"0.0001\"} 1",
+            "kakigori_http_request_duration_seconds_bucket{route=\"menu\",le=\"0.0005\"} 2",
+            "kakigori_http_request_duration_seconds_count{route=\"menu\"} 2",
+            "kakigori_broadcast_latency_seconds_bucket{le=\"0.00001\"} 1",
+            "kakigori_broadcast_latency_seconds_bucket{le=\"0.05\"} 2",
+            "kakigori_broadcast_latency_seconds_sum 0.040003",
+            "kakigori_connections_open{endpoint=\"ws\"} 2",
+            "kakigori_rooms_open 0",
+            "kakigori_lobbies_open 2",
+            "kakigori_confirm_batches_open 1",
+            "kakigori_ws_messages_ignored_total{reason=\"not_a_value\"} 1",
+            "kakigori_ws_messages_ignored_total{reason=\"zero\"} 1",
+            "kakigori_orders{menu_item_id=\"giiku-haku\",status=\"completed\"} 7",
+            "# TYPE kakigori_http_request_duration_seconds histogram",
+            "# TYPE kakigori_broadcast_latency_seconds histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

@@ -116,7 +116,7 @@ fn thirty_simultaneous_joins_form_exactly_ten_groups_of_three() {
     assert!(groups.values().all(|n| n % 3 == 0), "{groups:?}");
     let metrics = server.get("/metrics").text();
     assert!(
-        metrics.contains("kakigori_rooms_open{endpoint=\"ws_stay\"} 0"),
+        metrics.contains("\nkakigori_lobbies_open 0\n"),
         "no lobby left over"
     );
 }

@@ -9,11 +9,14 @@
 //!
 //! Fuzzer input (minimal): b"POST / HTTP/1.1\r\nContent-Length: \xc2\xa05\r\n\r\n"
 
-use kakigori::http::request::{header_storage, parse, HeadError};
+use kakigori::http::request::{header_storage, parse, Framing, HeadError};
 
 fn content_length(raw: &[u8]) -> Result<usize, HeadError> {
     let mut storage = header_storage();
-    parse(raw, &mut storage).map(|head| head.content_length)
+    parse(raw, &mut storage).map(|head| match head.framing {
+        Framing::Length(length) => length,
+        Framing::Chunked => panic!("chunked framing from {raw:?}"),
+    })
 }
 
 #[test]

@@ -69,7 +69,11 @@ fn junk_and_zero_are_ignored_and_never_fatal() {
     assert_eq!(reading(&mut a), (4.5, 1), "only the valid value counted");
     let metrics = server.get("/metrics").text();
     assert!(
-        metrics.contains("kakigori_ws_messages_ignored_total{reason=\"not_a_value\"} 7"),
+        metrics.contains("kakigori_ws_messages_ignored_total{reason=\"not_a_value\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kakigori_ws_messages_ignored_total{reason=\"zero\"} 1"),
         "{metrics}"
     );
 }

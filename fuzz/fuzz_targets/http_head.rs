@@ -4,12 +4,14 @@
 //! * a complete head has `head_len <= input.len()`, and parsing exactly
 //!   `&buf[..head_len]` gives the very same head (nothing after the head can
 //!   change how it reads, and nothing before its end makes it complete);
-//! * `content_length` comes only from `Content-Length` values that are ASCII
+//! * a `Framing::Length` comes only from `Content-Length` values that are ASCII
 //!   digits (optionally surrounded by spaces/tabs), and equals their value;
+//! * `Framing::Chunked` only when `Transfer-Encoding` names `chunked` exactly once,
+//!   nothing else, in HTTP/1.1 and without `Content-Length`;
 //! * `close`, `authorization`, `idempotency_key` agree with the header table.
 #![no_main]
 
-use kakigori::http::request::{header_storage, parse, Head, HeadError, Method};
+use kakigori::http::request::{header_storage, parse, Framing, Head, HeadError, Method};
 use libfuzzer_sys::fuzz_target;
 
 /// Everything a `Head` says, owned, so two parses can be compared.
@@ -19,7 +21,7 @@ struct Seen {
     path: String,
     query: Option<String>,
     head_len: usize,
-    content_length: usize,
+    framing: Framing,
     close: bool,
     authorization: Option<Vec<u8>>,
     idempotency_key: Option<Vec<u8>>,
@@ -32,7 +34,7 @@ fn seen(head: &Head<'_, '_>) -> Seen {
         path: head.path.to_owned(),
         query: head.query.map(str::to_owned),
         head_len: head.head_len,
-        content_length: head.content_length,
+        framing: head.framing,
         close: head.close,
         authorization: head.authorization.map(<[u8]>::to_vec),
         idempotency_key: head.idempotency_key.map(<[u8]>::to_vec),
@@ -70,8 +72,8 @@ fuzz_target!(|data: &[u8]| {
     let mut storage = header_storage();
     let head = match parse(&buf, &mut storage) {
         Ok(head) => head,
-        Err(HeadError::Partial | HeadError::TooManyHeaders | HeadError::LengthRequired) => return,
-        Err(HeadError::Malformed(why)) => {
+        Err(HeadError::Partial | HeadError::TooManyHeaders) => return,
+        Err(HeadError::Malformed(why) | HeadError::NotImplemented(why)) => {
             assert!(!why.is_empty());
             return;
         }
@@ -94,8 +96,8 @@ fuzz_target!(|data: &[u8]| {
             let digits = trim_ows(value);
             assert!(
                 !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
-                "Content-Length accepted from non-digits: {value:?} -> {}",
-                first.content_length
+                "Content-Length accepted from non-digits: {value:?} -> {:?}",
+                first.framing
             );
             std::str::from_utf8(digits)
                 .unwrap()
@@ -103,17 +105,33 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap()
         })
         .peekable();
-    match lengths.peek().copied() {
-        None => assert_eq!(first.content_length, 0),
-        Some(length) => {
-            assert_eq!(first.content_length, length);
-            assert!(lengths.all(|l| l == length));
-        }
-    }
-    assert!(!first
+    let length = lengths.peek().copied();
+    assert!(lengths.all(|l| Some(l) == length), "conflicting lengths");
+    let codings: Vec<Vec<u8>> = first
         .headers
         .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding")));
+        .filter(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
+        .flat_map(|(_, value)| {
+            value
+                .split(|&b| b == b',')
+                .map(|c| trim_ows(c).to_ascii_lowercase())
+        })
+        .filter(|coding| !coding.is_empty())
+        .collect();
+    let transfer_encoding = first
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"));
+    match first.framing {
+        Framing::Length(n) => {
+            assert!(!transfer_encoding, "Transfer-Encoding ignored");
+            assert_eq!(n, length.unwrap_or(0));
+        }
+        Framing::Chunked => {
+            assert_eq!(length, None, "chunked despite Content-Length");
+            assert_eq!(codings, [b"chunked".to_vec()], "chunked from {codings:?}");
+        }
+    }
     let named = |want: &str| {
         first
             .headers

@@ -1,15 +1,16 @@
 //! `kakigori::meter::value::parse_value`, the `/ws` chant-meter message parser.
 //!
 //! Invariants:
-//! * on any bytes it returns `None` or a finite, non-zero value with |v| <= 1e9,
+//! * on any bytes it returns an error or a finite, non-zero value with |v| <= 1e9,
 //!   and when serde_json's own `Value` can read the message too, the two agree;
+//! * `Unused::Zero` exactly when the value is a number equal to 0;
 //! * on `{"value": <finite number>}` — the number written from the input's
 //!   bytes in several textual forms, or the input itself when it is a JSON
-//!   number — it agrees exactly with serde_json: `Some(v)` iff serde_json reads
+//!   number — it agrees exactly with serde_json: `Ok(v)` iff serde_json reads
 //!   a non-zero v with |v| <= 1e9.
 #![no_main]
 
-use kakigori::meter::value::{parse_value, VALUE_ABS_MAX};
+use kakigori::meter::value::{parse_value, Unused, VALUE_ABS_MAX};
 use libfuzzer_sys::fuzz_target;
 
 /// What serde_json says `{"value": …}` means, under the contract's rules.
@@ -20,7 +21,18 @@ fn reference(text: &[u8]) -> Option<f64> {
 }
 
 fn check_any(text: &[u8]) -> Option<f64> {
-    let got = parse_value(text);
+    let result = parse_value(text);
+    if result == Err(Unused::Zero) {
+        // Zero is only ever a well-formed value message; serde_json agrees where it can.
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(text) {
+            assert_eq!(
+                map.get("value").and_then(|v| v.as_f64()),
+                Some(0.0),
+                "{text:?}"
+            );
+        }
+    }
+    let got = result.ok();
     if let Some(v) = got {
         assert!(v.is_finite(), "non-finite {v} from {text:?}");
         assert!(v != 0.0, "zero from {text:?}");

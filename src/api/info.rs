@@ -75,10 +75,9 @@ pub fn swagger(head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
 
 pub async fn metrics(api: &Api, head: &Head<'_, '_>, out: &mut Vec<u8>) -> Status {
     let snapshot = api.scrape.snapshot_all().await;
-    let mut orders = crate::metrics::OrderFigures::default();
-    for order in api.index.iter() {
-        orders.by_menu_and_status[usize::from(order.menu)][order.status as usize] += 1;
-    }
+    let orders = crate::metrics::OrderFigures {
+        by_menu_and_status: api.index.counts(),
+    };
     let text = snapshot.render(&orders);
     response::write(
         out,

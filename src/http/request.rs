@@ -32,15 +32,24 @@ impl Method {
     }
 }
 
+/// Where a request's body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// The next `n` bytes after the head (`Content-Length`, or 0 without one).
+    Length(usize),
+    /// `Transfer-Encoding: chunked`: see [`super::chunked`].
+    Chunked,
+}
+
 /// A parsed request head. `head_len` bytes of the buffer belong to it; the body, if
-/// any, is the next `content_length` bytes.
+/// any, follows as `framing` says.
 #[derive(Debug)]
 pub struct Head<'b, 'h> {
     pub method: Method,
     pub path: &'b str,
     pub query: Option<&'b str>,
     pub head_len: usize,
-    pub content_length: usize,
+    pub framing: Framing,
     /// The client asked to close after this request (or spoke HTTP/1.0 without keep-alive).
     pub close: bool,
     pub authorization: Option<&'b [u8]>,
@@ -57,8 +66,8 @@ pub enum HeadError {
     TooManyHeaders,
     /// 400, with a message for the client.
     Malformed(&'static str),
-    /// 411: `Transfer-Encoding` bodies are not accepted.
-    LengthRequired,
+    /// 501: a transfer coding other than `chunked`.
+    NotImplemented(&'static str),
 }
 
 /// Parses the head at the start of `buf`, using `storage` for the header table.
@@ -87,6 +96,11 @@ pub fn parse<'b, 'h>(
     let http_1_0 = request.version == Some(0);
     let mut close = http_1_0;
     let mut content_length: Option<usize> = None;
+    // Transfer-Encoding is judged once every header is seen, so that the answer does
+    // not depend on the order of the headers.
+    let mut transfer_encoding = false;
+    let mut chunked_codings = 0;
+    let mut other_codings = false;
     let mut authorization = None;
     let mut idempotency_key = None;
     let headers: &'h [httparse::Header<'b>] = request.headers;
@@ -106,7 +120,17 @@ pub fn parse<'b, 'h>(
             }
             content_length = Some(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HeadError::LengthRequired);
+            transfer_encoding = true;
+            // A list of codings, possibly over several header lines; empty elements
+            // are allowed and ignored (RFC 9110 §5.6.1).
+            for coding in header.value.split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked_codings += 1;
+                } else if !coding.is_empty() {
+                    other_codings = true;
+                }
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in header.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -122,12 +146,37 @@ pub fn parse<'b, 'h>(
             idempotency_key = Some(header.value);
         }
     }
+    let framing = if transfer_encoding {
+        // Both headers at once is how a request is smuggled past a proxy that reads
+        // the other one (RFC 9112 §6.3); HTTP/1.0 has no transfer codings at all.
+        if content_length.is_some() {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding and Content-Length together",
+            ));
+        }
+        if http_1_0 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        if other_codings {
+            return Err(HeadError::NotImplemented(
+                "only the chunked transfer coding is supported",
+            ));
+        }
+        if chunked_codings != 1 {
+            return Err(HeadError::Malformed("invalid Transfer-Encoding"));
+        }
+        Framing::Chunked
+    } else {
+        Framing::Length(content_length.unwrap_or(0))
+    };
     Ok(Head {
         method,
         path,
         query,
         head_len,
-        content_length: content_length.unwrap_or(0),
+        framing,
         close,
         authorization,
         idempotency_key,
@@ -144,7 +193,7 @@ pub fn header_storage<'b>() -> [httparse::Header<'b>; HEADERS_MAX] {
 mod tests {
     use super::*;
 
-    fn parse_ok(raw: &[u8]) -> (Method, String, Option<String>, usize, usize, bool) {
+    fn parse_ok(raw: &[u8]) -> (Method, String, Option<String>, usize, Framing, bool) {
         let mut storage = header_storage();
         let head = parse(raw, &mut storage).unwrap();
         (
@@ -152,7 +201,7 @@ mod tests {
             head.path.to_string(),
             head.query.map(str::to_string),
             head.head_len,
-            head.content_length,
+            head.framing,
             head.close,
         )
     }
@@ -161,12 +210,12 @@ mod tests {
     fn reads_path_query_length_and_keepalive() {
         let raw =
             b"POST /api/v1/stores/orders?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
-        let (method, path, query, head_len, length, close) = parse_ok(raw);
+        let (method, path, query, head_len, framing, close) = parse_ok(raw);
         assert_eq!(method, Method::Post);
         assert_eq!(path, "/api/v1/stores/orders");
         assert_eq!(query.as_deref(), Some("x=1"));
         assert_eq!(head_len, raw.len() - 5);
-        assert_eq!(length, 5);
+        assert_eq!(framing, Framing::Length(5));
         assert!(!close);
     }
 
@@ -202,12 +251,6 @@ mod tests {
             Err(HeadError::Malformed(_))
         ));
         let mut storage = header_storage();
-        let raw = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(
-            parse(raw, &mut storage).unwrap_err(),
-            HeadError::LengthRequired
-        );
-        let mut storage = header_storage();
         assert!(matches!(
             parse(b"GET http://x/ HTTP/1.1\r\n\r\n", &mut storage),
             Err(HeadError::Malformed(_))
@@ -222,5 +265,58 @@ mod tests {
             parse(&many, &mut storage).unwrap_err(),
             HeadError::TooManyHeaders
         );
+    }
+
+    fn framing(raw: &[u8]) -> Result<Framing, HeadError> {
+        let mut storage = header_storage();
+        parse(raw, &mut storage).map(|head| head.framing)
+    }
+
+    #[test]
+    fn transfer_encoding_chunked_and_what_is_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding:  CHUNKED \r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: ,chunked,\r\n\r\n",
+        ] {
+            assert_eq!(framing(raw), Ok(Framing::Chunked));
+        }
+        assert_eq!(framing(b"POST / HTTP/1.1\r\n\r\n"), Ok(Framing::Length(0)));
+        for (raw, want) in [
+            (
+                &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"[..],
+                HeadError::Malformed("Transfer-Encoding and Content-Length together"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\n",
+                HeadError::Malformed("Transfer-Encoding and Content-Length together"),
+            ),
+            (
+                b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::Malformed("invalid Transfer-Encoding"),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n",
+                HeadError::Malformed("invalid Transfer-Encoding"),
+            ),
+        ] {
+            assert_eq!(framing(raw), Err(want), "{}", String::from_utf8_lossy(raw));
+        }
+        for raw in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(framing(raw), Err(HeadError::NotImplemented(_))),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 }

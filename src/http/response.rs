@@ -15,11 +15,11 @@ pub enum Status {
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
-    LengthRequired,
     PayloadTooLarge,
     UpgradeRequired,
     HeadersTooLarge,
     InternalError,
+    NotImplemented,
     ServiceUnavailable,
 }
 
@@ -34,11 +34,11 @@ impl Status {
             Status::NotFound => 404,
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
-            Status::LengthRequired => 411,
             Status::PayloadTooLarge => 413,
             Status::UpgradeRequired => 426,
             Status::HeadersTooLarge => 431,
             Status::InternalError => 500,
+            Status::NotImplemented => 501,
             Status::ServiceUnavailable => 503,
         }
     }
@@ -53,11 +53,11 @@ impl Status {
             Status::NotFound => "Not Found",
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
-            Status::LengthRequired => "Length Required",
             Status::PayloadTooLarge => "Payload Too Large",
             Status::UpgradeRequired => "Upgrade Required",
             Status::HeadersTooLarge => "Request Header Fields Too Large",
             Status::InternalError => "Internal Server Error",
+            Status::NotImplemented => "Not Implemented",
             Status::ServiceUnavailable => "Service Unavailable",
         }
     }

@@ -12,18 +12,45 @@ use std::io::Write;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use crate::metrics::Ignored;
+
 /// Largest accepted |value|, matching the window's limit so averages stay
 /// finite and exact.
 pub const VALUE_ABS_MAX: f64 = super::window::SAMPLE_ABS_MAX;
 
-/// The numeric `"value"` of a client message, or `None` if the message is to
-/// be ignored: not JSON, not an object, no `"value"` (or two of them), a
-/// value that is not a number, zero (the spec ignores 0 and -0), or a
-/// magnitude over [`VALUE_ABS_MAX`]. Other fields are ignored.
-pub fn parse_value(text: &[u8]) -> Option<f64> {
-    let ValueMessage(value) = serde_json::from_slice(text).ok()?;
+/// Why a client message gives no sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unused {
+    /// `{"value": 0}` (or -0): the front end sends one as each chant starts, and the
+    /// spec ignores it.
+    Zero,
+    /// Not JSON, not an object, no `"value"` (or two of them), a value that is not a
+    /// number, or a magnitude over [`VALUE_ABS_MAX`].
+    NotAValue,
+}
+
+impl From<Unused> for Ignored {
+    fn from(why: Unused) -> Ignored {
+        match why {
+            Unused::Zero => Ignored::Zero,
+            Unused::NotAValue => Ignored::NotAValue,
+        }
+    }
+}
+
+/// The numeric `"value"` of a client message, or why it is to be ignored. Other
+/// fields are ignored.
+pub fn parse_value(text: &[u8]) -> Result<f64, Unused> {
+    let ValueMessage(value) = serde_json::from_slice(text).map_err(|_| Unused::NotAValue)?;
+    if value == 0.0 {
+        return Err(Unused::Zero);
+    }
     // `abs() <= max` is false for NaN and the infinities as well.
-    (value != 0.0 && value.abs() <= VALUE_ABS_MAX).then_some(value)
+    if value.abs() <= VALUE_ABS_MAX {
+        Ok(value)
+    } else {
+        Err(Unused::NotAValue)
+    }
 }
 
 /// Appends `{"average":<number>,"count":<n>}`. The average is written with
@@ -110,7 +137,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn parse(text: &str) -> Option<f64> {
-        parse_value(text.as_bytes())
+        parse_value(text.as_bytes()).ok()
     }
 
     #[test]
@@ -143,9 +170,6 @@ mod tests {
             r#"{"value": null}"#,
             r#"{"value": true}"#,
             r#"{"value": [1]}"#,
-            r#"{"value": 0}"#,
-            r#"{"value": -0}"#,
-            r#"{"value": 0.0e5}"#,
             r#"{"value": 1e400}"#,
             r#"{"value": 1000000001}"#,
             r#"{"value": NaN}"#,
@@ -155,8 +179,25 @@ mod tests {
             r#"{"value": 5} trailing"#,
             r#"{"value": 5"#,
         ] {
-            assert_eq!(parse(text), None, "{text}");
+            assert_eq!(
+                parse_value(text.as_bytes()),
+                Err(Unused::NotAValue),
+                "{text}"
+            );
         }
+    }
+
+    #[test]
+    fn zero_is_a_reason_of_its_own() {
+        for text in [
+            r#"{"value": 0}"#,
+            r#"{"value": -0}"#,
+            r#"{"value": 0.0e5}"#,
+            r#"{"value": -0.0, "name": "start"}"#,
+        ] {
+            assert_eq!(parse_value(text.as_bytes()), Err(Unused::Zero), "{text}");
+        }
+        assert_eq!(Ignored::from(Unused::Zero), Ignored::Zero);
     }
 
     #[test]
@@ -225,7 +266,7 @@ mod tests {
             let text = format!("{space}{{{}}}{space}", body.join(","));
             let value_keys = fields.iter().filter(|((_, is_value), _)| *is_value).count();
             prop_assert_eq!(
-                parse_value(text.as_bytes()),
+                parse_value(text.as_bytes()).ok(),
                 reference(text.as_bytes(), value_keys > 1),
                 "{}", text
             );
@@ -233,7 +274,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(text in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Some(value) = parse_value(&text) {
+            if let Ok(value) = parse_value(&text) {
                 prop_assert_eq!(reference(&text, false), Some(value));
             }
         }

@@ -5,7 +5,8 @@
 use super::admission::Admission;
 use super::drain::Drain;
 use crate::config::Config;
-use crate::http::request::{self, Head, HeadError, Method};
+use crate::http::chunked::{self, ChunkedError};
+use crate::http::request::{self, Framing, Head, HeadError, Method};
 use crate::http::response::{self, Status};
 use crate::http::route::{self, Route, WsKind};
 use crate::metrics::{Endpoint, Metrics, Rejected};
@@ -98,6 +99,15 @@ struct Connection<R> {
     /// The client may still be sending bytes we will not read: drain before closing,
     /// so the kernel does not answer them with a reset that destroys our error response.
     linger: bool,
+    /// The chunked body of the request at the start of the buffer, while it arrives.
+    chunked: Option<ChunkedBody>,
+}
+
+/// A chunked body being decoded: `buf[head_len..]` holds the body decoded so far,
+/// then raw bytes not yet decoded.
+struct ChunkedBody {
+    head_len: usize,
+    decoder: chunked::Decoder,
 }
 
 /// Serves one accepted connection until it closes; returns the socket and its upgrade
@@ -135,6 +145,7 @@ pub async fn serve<R: Router>(
         filled: 0,
         out: Vec::new(),
         linger: false,
+        chunked: None,
     };
     let upgrade = connection.run().await;
     metrics.closed(Endpoint::Http);
@@ -280,106 +291,120 @@ impl<R: Router> Connection<R> {
         Ok(())
     }
 
+    /// Decodes what has arrived of a chunked body in place: `Ok(Some(body_len))` once it
+    /// is complete (the next request then follows the body in the buffer), `Ok(None)`
+    /// while more must be read.
+    fn decode_chunked(&mut self) -> Result<Option<usize>, ChunkedError> {
+        let Some(body) = &mut self.chunked else {
+            return Ok(None);
+        };
+        let head_len = body.head_len;
+        let left = body
+            .decoder
+            .decode_in_place(&mut self.buf[head_len..self.filled])?;
+        self.filled = head_len + left.len;
+        if !left.done {
+            return Ok(None);
+        }
+        let body_len = body.decoder.body_bytes();
+        self.chunked = None;
+        Ok(Some(body_len))
+    }
+
     /// Parses and answers the first request in the buffer, if it is complete.
     async fn step(&mut self) -> Step {
         let started = Instant::now();
         let head_max = self.context.limits.head_bytes_max;
         let body_max = self.context.limits.body_bytes_max;
-        let data = &self.buf[..self.filled];
-        let mut storage = request::header_storage();
-        let mut head = match request::parse(data, &mut storage) {
-            Ok(head) => head,
-            Err(HeadError::Partial) => {
-                if self.filled >= head_max {
-                    return self.fail(
-                        Status::HeadersTooLarge,
-                        "request head is larger than the limit",
-                    );
+        let mut chunked_len = None;
+        // Twice at most: a chunked body found in the head is decoded before the head is
+        // looked at again (decoding moves bytes the head's fields would borrow).
+        loop {
+            if self.chunked.is_some() {
+                match self.decode_chunked() {
+                    Ok(Some(body_len)) => chunked_len = Some(body_len),
+                    Ok(None) => {
+                        // All of the input was taken in, so the buffer must grow to
+                        // read more; it holds at most the head and the decoded body.
+                        return Step::NeedMore {
+                            needed: self.buf.len().max(self.filled + 1).next_power_of_two(),
+                        };
+                    }
+                    Err(error) => {
+                        self.chunked = None;
+                        return match error {
+                            ChunkedError::Malformed(why) => self.fail(Status::BadRequest, why),
+                            ChunkedError::TooLarge => self.fail(
+                                Status::PayloadTooLarge,
+                                "request body is larger than the limit",
+                            ),
+                            ChunkedError::TrailersTooLarge => self.fail(
+                                Status::HeadersTooLarge,
+                                "request trailers are larger than the limit",
+                            ),
+                        };
+                    }
                 }
-                return Step::NeedMore {
-                    needed: (self.filled + 1).max(self.buf.len()).min(head_max),
-                };
             }
-            Err(HeadError::TooManyHeaders) => {
-                return self.fail(Status::HeadersTooLarge, "too many header lines")
-            }
-            Err(HeadError::LengthRequired) => {
-                return self.fail(
-                    Status::LengthRequired,
-                    "chunked request bodies are not supported; send Content-Length",
-                )
-            }
-            Err(HeadError::Malformed(why)) => return self.fail(Status::BadRequest, why),
-        };
-        if head.head_len > head_max {
-            return self.fail(
-                Status::HeadersTooLarge,
-                "request head is larger than the limit",
-            );
-        }
-        if head.content_length > body_max {
-            return self.fail(
-                Status::PayloadTooLarge,
-                "request body is larger than the limit",
-            );
-        }
-        let total = head.head_len + head.content_length;
-        if self.filled < total {
-            return Step::NeedMore { needed: total };
-        }
-        // Shutting down: answer this request, then close.
-        head.close |= self.context.drain.is_draining();
-        let body = &data[head.head_len..total];
-        let close = head.close;
-        let out = &mut self.out;
-        let metrics = &self.context.metrics;
-        let Some(route) = route::find(head.path) else {
-            if head.method == Method::Options {
-                response::preflight(out, close);
-                metrics.http_request("preflight", 204, elapsed_us(started));
-            } else {
-                response::error(out, Status::NotFound, "no such path", close);
-                metrics.http_request("unknown", 404, elapsed_us(started));
-            }
-            return Step::Answered {
-                consumed: total,
-                close,
-            };
-        };
-        let status = if head.method == Method::Options {
-            response::preflight(out, close);
-            Status::NoContent
-        } else if !route.allowed().contains(&head.method) {
-            response::error_with_headers(
-                out,
-                Status::MethodNotAllowed,
-                "method not allowed on this path",
-                route.allow_header(),
-                close,
-            );
-            Status::MethodNotAllowed
-        } else if let Route::WebSocket(kind) = route {
-            let answered_before = out.len();
-            match crate::ws::upgrade::answer(kind, &head, out) {
-                Ok(room) => {
-                    metrics.http_request(route.label(), 101, elapsed_us(started));
-                    let greeting = out.split_off(answered_before);
-                    return Step::Upgrade {
-                        consumed: total,
-                        kind,
-                        room,
-                        greeting,
+            let data = &self.buf[..self.filled];
+            let mut storage = request::header_storage();
+            let mut head = match request::parse(data, &mut storage) {
+                Ok(head) => head,
+                Err(HeadError::Partial) => {
+                    if self.filled >= head_max {
+                        return self.fail(
+                            Status::HeadersTooLarge,
+                            "request head is larger than the limit",
+                        );
+                    }
+                    return Step::NeedMore {
+                        needed: (self.filled + 1).max(self.buf.len()).min(head_max),
                     };
                 }
-                Err(status) => status,
+                Err(HeadError::TooManyHeaders) => {
+                    return self.fail(Status::HeadersTooLarge, "too many header lines")
+                }
+                Err(HeadError::NotImplemented(why)) => {
+                    return self.fail(Status::NotImplemented, why)
+                }
+                Err(HeadError::Malformed(why)) => return self.fail(Status::BadRequest, why),
+            };
+            if head.head_len > head_max {
+                return self.fail(
+                    Status::HeadersTooLarge,
+                    "request head is larger than the limit",
+                );
             }
-        } else {
-            self.context.router.answer(route, &head, body, out).await
-        };
-        metrics.http_request(route.label(), status.code(), elapsed_us(started));
-        Step::Answered {
-            consumed: total,
-            close,
+            let body_len = match (head.framing, chunked_len) {
+                (Framing::Length(length), _) => {
+                    if length > body_max {
+                        return self.fail(
+                            Status::PayloadTooLarge,
+                            "request body is larger than the limit",
+                        );
+                    }
+                    if self.filled < head.head_len + length {
+                        return Step::NeedMore {
+                            needed: head.head_len + length,
+                        };
+                    }
+                    length
+                }
+                (Framing::Chunked, Some(body_len)) => body_len,
+                (Framing::Chunked, None) => {
+                    // Trailers get a budget of their own, as large as a head's.
+                    self.chunked = Some(ChunkedBody {
+                        head_len: head.head_len,
+                        decoder: chunked::Decoder::new(body_max, head_max),
+                    });
+                    continue;
+                }
+            };
+            let total = head.head_len + body_len;
+            // Shutting down: answer this request, then close.
+            head.close |= self.context.drain.is_draining();
+            let body = &data[head.head_len..total];
+            return respond(&self.context, &mut self.out, &head, body, total, started).await;
         }
     }
 
@@ -394,6 +419,75 @@ impl<R: Router> Connection<R> {
             consumed: self.filled,
             close: true,
         }
+    }
+}
+
+/// Routes a complete request and writes its answer; `total` bytes of the buffer were
+/// the request.
+async fn respond<R: Router>(
+    context: &HttpContext<R>,
+    out: &mut Vec<u8>,
+    head: &request::Head<'_, '_>,
+    body: &[u8],
+    total: usize,
+    started: Instant,
+) -> Step {
+    let close = head.close;
+    let Some(route) = route::find(head.path) else {
+        if head.method == Method::Options {
+            response::preflight(out, close);
+            context
+                .metrics
+                .http_request("preflight", 204, elapsed_us(started));
+        } else {
+            response::error(out, Status::NotFound, "no such path", close);
+            context
+                .metrics
+                .http_request("unknown", 404, elapsed_us(started));
+        }
+        return Step::Answered {
+            consumed: total,
+            close,
+        };
+    };
+    let status = if head.method == Method::Options {
+        response::preflight(out, close);
+        Status::NoContent
+    } else if !route.allowed().contains(&head.method) {
+        response::error_with_headers(
+            out,
+            Status::MethodNotAllowed,
+            "method not allowed on this path",
+            route.allow_header(),
+            close,
+        );
+        Status::MethodNotAllowed
+    } else if let Route::WebSocket(kind) = route {
+        let answered_before = out.len();
+        match crate::ws::upgrade::answer(kind, head, out) {
+            Ok(room) => {
+                context
+                    .metrics
+                    .http_request(route.label(), 101, elapsed_us(started));
+                let greeting = out.split_off(answered_before);
+                return Step::Upgrade {
+                    consumed: total,
+                    kind,
+                    room,
+                    greeting,
+                };
+            }
+            Err(status) => status,
+        }
+    } else {
+        context.router.answer(route, head, body, out).await
+    };
+    context
+        .metrics
+        .http_request(route.label(), status.code(), elapsed_us(started));
+    Step::Answered {
+        consumed: total,
+        close,
     }
 }
 

@@ -8,10 +8,14 @@
 //! number it sees at or below the count has its entry (and its chunk) in place.
 //! Status changes overwrite one byte in place; a reader sees the old status or the
 //! new one, both of them committed states.
+//!
+//! The index also counts committed orders by menu item and status as it publishes
+//! them, so `/metrics` reads a dozen counters instead of walking every order.
 
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 
+use crate::menu::MENU;
 use crate::orders::{Order, Status};
 
 const CHUNK_BITS: u32 = 16;
@@ -29,6 +33,8 @@ pub struct OrderIndex {
     directory: Box<[AtomicPtr<AtomicU8>]>,
     /// The highest committed number.
     committed: AtomicU64,
+    /// Committed orders by `[menu index][status]`; single writer, read without order.
+    counts: [[AtomicU64; Status::ALL.len()]; MENU.len()],
 }
 
 impl OrderIndex {
@@ -42,6 +48,7 @@ impl OrderIndex {
                 .map(|_| AtomicPtr::new(ptr::null_mut()))
                 .collect(),
             committed: AtomicU64::new(0),
+            counts: Default::default(),
         }
     }
 
@@ -67,6 +74,14 @@ impl OrderIndex {
         self.len() == 0
     }
 
+    /// Committed orders by `[menu index][status]`. Read while orders commit, a status
+    /// change may show as already left its old status and not yet in its new one.
+    pub fn counts(&self) -> [[u64; Status::ALL.len()]; MENU.len()] {
+        self.counts
+            .each_ref()
+            .map(|row| row.each_ref().map(|count| count.load(Ordering::Relaxed)))
+    }
+
     /// Records a committed order. Single writer only (the owner core): `order.number`
     /// is either an existing number (a status change) or `len() + 1`.
     ///
@@ -75,16 +90,21 @@ impl OrderIndex {
     /// what is committed.
     pub fn publish(&self, order: Order) {
         assert!(
-            order.menu < 1 << (8 - STATUS_BITS),
-            "menu index {} does not fit an index entry",
+            usize::from(order.menu) < MENU.len() && order.menu < 1 << (8 - STATUS_BITS),
+            "menu index {} is not on the menu or does not fit an index entry",
             order.menu
         );
         let committed = self.committed.load(Ordering::Relaxed);
         let entry = order.menu << STATUS_BITS | order.status as u8;
         if order.number >= 1 && order.number <= committed {
-            self.entry(order.number - 1)
+            let before = self
+                .entry(order.number - 1)
                 .expect("a committed order's chunk exists")
-                .store(entry, Ordering::Release);
+                .swap(entry, Ordering::Release);
+            self.count(before >> STATUS_BITS, before & STATUS_MASK)
+                .fetch_sub(1, Ordering::Relaxed);
+            self.count(order.menu, order.status as u8)
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         assert_eq!(
@@ -114,7 +134,13 @@ impl OrderIndex {
         self.entry(position)
             .expect("the chunk was just installed")
             .store(entry, Ordering::Release);
+        self.count(order.menu, order.status as u8)
+            .fetch_add(1, Ordering::Relaxed);
         self.committed.store(order.number, Ordering::Release);
+    }
+
+    fn count(&self, menu: u8, status: u8) -> &AtomicU64 {
+        &self.counts[usize::from(menu)][usize::from(status)]
     }
 
     /// Every committed order, ascending by number, up to the count when the walk began.
@@ -227,6 +253,55 @@ mod tests {
                 .count(),
             4
         );
+    }
+
+    #[test]
+    fn counts_follow_creates_and_status_changes() {
+        let index = OrderIndex::new();
+        for number in 1..=CHUNK_ENTRIES as u64 + 10 {
+            index.publish(order(number));
+        }
+        let pending = Status::Pending as usize;
+        let waiting = Status::WaitingPickup as usize;
+        let done = Status::Completed as usize;
+        let menu_of_one = usize::from(order(1).menu);
+        let pending_before = index.counts()[menu_of_one][pending];
+        assert_eq!(
+            index.counts().iter().map(|row| row[pending]).sum::<u64>(),
+            index.len()
+        );
+        index.publish(Order {
+            status: Status::WaitingPickup,
+            ..order(1)
+        });
+        index.publish(Order {
+            status: Status::Completed,
+            ..order(1)
+        });
+        index.publish(Order {
+            status: Status::WaitingPickup,
+            ..order(CHUNK_ENTRIES as u64 + 6)
+        });
+        let counts = index.counts();
+        assert_eq!(counts[menu_of_one][pending], pending_before - 1);
+        assert_eq!(counts[menu_of_one][done], 1);
+        let menu_of_other = usize::from(order(CHUNK_ENTRIES as u64 + 6).menu);
+        assert_ne!(
+            menu_of_other, menu_of_one,
+            "a second chunk and another menu item"
+        );
+        assert_eq!(counts[menu_of_other][waiting], 1);
+        let total: u64 = counts.iter().flatten().sum();
+        assert_eq!(total, index.len(), "every committed order once");
+        for (menu, row) in counts.iter().enumerate() {
+            for (status, &n) in row.iter().enumerate() {
+                let walked = index
+                    .iter()
+                    .filter(|o| usize::from(o.menu) == menu && o.status as usize == status)
+                    .count() as u64;
+                assert_eq!(n, walked, "menu {menu} status {status}");
+            }
+        }
     }
 
     #[test]

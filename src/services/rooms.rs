@@ -19,7 +19,7 @@ use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How rooms behave; from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,8 @@ struct Room {
     last_broadcast_ms: Cell<u64>,
     /// A broadcast is already scheduled; new values wait for it.
     flush_scheduled: Cell<bool>,
+    /// When the first value since the last broadcast was accepted (broadcast latency).
+    pending_since: Cell<Option<Instant>>,
     /// Reused for encoding the JSON of each broadcast.
     json: RefCell<Vec<u8>>,
 }
@@ -144,6 +146,7 @@ impl Rooms {
             broadcast: Broadcast::default(),
             last_broadcast_ms: Cell::new(0),
             flush_scheduled: Cell::new(false),
+            pending_since: Cell::new(None),
             json: RefCell::new(Vec::with_capacity(64)),
         });
         self.rooms
@@ -156,12 +159,15 @@ impl Rooms {
     /// A value was accepted in `room`: broadcast now, or make sure one is scheduled.
     fn on_value(&self, room: &Rc<Room>, now_ms: u64) {
         let interval_ms = self.settings.interval_ms;
+        if room.pending_since.get().is_none() {
+            room.pending_since.set(Some(Instant::now()));
+        }
         if room.flush_scheduled.get() {
             return;
         }
         let due_ms = room.last_broadcast_ms.get() + interval_ms;
         if interval_ms == 0 || room.broadcast.version() == 0 || now_ms >= due_ms {
-            self.metrics.ws_out(room.broadcast(now_ms));
+            room.broadcast(now_ms, &self.metrics);
             return;
         }
         room.flush_scheduled.set(true);
@@ -170,7 +176,7 @@ impl Rooms {
         glommio::spawn_local(async move {
             glommio::timer::sleep(Duration::from_millis(due_ms - now_ms)).await;
             room.flush_scheduled.set(false);
-            metrics.ws_out(room.broadcast(clock.now_ms()));
+            room.broadcast(clock.now_ms(), &metrics);
         })
         .detach();
     }
@@ -179,8 +185,7 @@ impl Rooms {
 impl Room {
     /// Encodes the current average once and writes it into every member's socket that
     /// is free to take it; wakes the others, which send it (or a newer one) themselves.
-    /// Returns how many members were written to here.
-    fn broadcast(&self, now_ms: u64) -> u64 {
+    fn broadcast(&self, now_ms: u64, metrics: &Metrics) {
         let reading = self.window.borrow_mut().read(now_ms);
         let mut json = self.json.borrow_mut();
         json.clear();
@@ -196,16 +201,22 @@ impl Room {
                 slot.wake();
             }
         }
-        sent
+        metrics.ws_out(sent);
+        if let Some(since) = self.pending_since.take() {
+            metrics.broadcast_latency(since.elapsed().as_micros() as u64);
+        }
     }
 }
 
 impl Member {
     pub fn on_text(&mut self, text: &[u8]) {
         let metrics = &self.rooms.metrics;
-        let Some(sample) = value::parse_value(text) else {
-            metrics.ignored(Ignored::NotAValue);
-            return;
+        let sample = match value::parse_value(text) {
+            Ok(sample) => sample,
+            Err(why) => {
+                metrics.ignored(why.into());
+                return;
+            }
         };
         let now_ms = self.rooms.clock.now_ms();
         if !self
