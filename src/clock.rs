@@ -2,7 +2,14 @@
 //! rate caps, heartbeats) so that tests can drive time by hand instead of sleeping.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Wall-clock milliseconds since the Unix epoch, for times shared between cores.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 pub enum Clock {
     /// Milliseconds since the clock was made.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{next_text, Server};
 use kakigori::chant::rules::check_line;
 use kakigori::menu;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -150,4 +150,40 @@ fn invalid_answers_errors_and_hangs_fall_back_to_the_built_in_line() {
             .unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(fallbacks(&server), 1);
     }
+}
+
+/// Three guests fill the lobby of `menu_id`; returns once they have their start time.
+fn form_group(server: &Server, menu_id: &str) {
+    let mut guests: Vec<_> = (0..3)
+        .map(|_| server.ws(&format!("/ws/stay?room={menu_id}")))
+        .collect();
+    for guest in &mut guests {
+        while !next_text(guest).contains(r#""stay_num":"3""#) {}
+    }
+}
+
+#[test]
+fn guests_of_one_group_chant_one_line_on_every_core() {
+    let server = Server::start(&["--cores", "2"]);
+    let giiku_sai = menu::find("giiku-sai").unwrap();
+    form_group(&server, "giiku-sai");
+    // The line is chosen on the lobby's core just as the group forms; wait until it is
+    // published (two answers alike), then every request, on connections spread over both
+    // cores, gets it.
+    let mut previous = chant(&server, "giiku-sai");
+    let mut line = chant(&server, "giiku-sai");
+    for _ in 0..50 {
+        if line == previous {
+            break;
+        }
+        previous = std::mem::replace(&mut line, chant(&server, "giiku-sai"));
+    }
+    check_line(&line, giiku_sai).unwrap();
+    for _ in 0..20 {
+        assert_eq!(chant(&server, "giiku-sai"), line);
+    }
+    // Another item's lines still vary.
+    let others: std::collections::BTreeSet<String> =
+        (0..40).map(|_| chant(&server, "giiku-ten")).collect();
+    assert!(others.len() >= 10, "{} distinct lines of 40", others.len());
 }

@@ -7,6 +7,7 @@ mod info;
 mod orders;
 pub mod ws;
 
+use crate::chant::groups::GroupLines;
 use crate::chant::Chanter;
 use crate::http::request::Head;
 use crate::http::response::Status;
@@ -31,6 +32,8 @@ pub struct Api {
     pub index: Arc<OrderIndex>,
     pub desk: Rc<dyn OrderDesk>,
     pub chanter: Rc<Chanter>,
+    /// Lines of lobby groups that formed lately, served to their guests.
+    pub group_lines: Arc<GroupLines>,
     pub scrape: Rc<dyn Scrape>,
 }
 

@@ -12,6 +12,7 @@
 
 pub mod gemini;
 pub mod generator;
+pub mod groups;
 pub mod rules;
 
 use std::cell::{Cell, RefCell};
@@ -121,8 +122,19 @@ impl Chanter {
 
     /// Never fails: the backend's line when configured and valid, else the built-in one.
     pub async fn line(&self, menu: MenuIndex) -> String {
+        self.line_or(menu, || self.builtin(menu)).await
+    }
+
+    /// The line of one lobby group: the backend's when configured and valid, else the
+    /// built-in generator's line for `group_seed` (the same on every core).
+    pub async fn group_line(&self, menu: MenuIndex, group_seed: u64) -> String {
+        self.line_or(menu, || Generator::new(group_seed).line(menu))
+            .await
+    }
+
+    async fn line_or(&self, menu: MenuIndex, builtin: impl FnOnce() -> String) -> String {
         let Some(backend) = &self.backend else {
-            return self.builtin(menu);
+            return builtin();
         };
         match self.ask_backend(backend, menu).await {
             Ok(line) => {
@@ -132,7 +144,7 @@ impl Chanter {
             Err(reason) => {
                 log::debug!("chant backend not used for item {menu}: {reason}");
                 self.fallbacks.set(self.fallbacks.get() + 1);
-                self.builtin(menu)
+                builtin()
             }
         }
     }

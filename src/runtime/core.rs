@@ -6,8 +6,9 @@
 use super::calls::{CallError, Peers};
 use crate::api::ws::Services;
 use crate::api::{Api, Scrape};
+use crate::chant::groups::GroupLines;
 use crate::chant::{ChantConfig, Chanter};
-use crate::clock::Clock;
+use crate::clock::{unix_now_ms, Clock};
 use crate::config::Config;
 use crate::menu::MenuIndex;
 use crate::metrics::{CoreFigures, JournalFigures, Metrics, Snapshot};
@@ -21,7 +22,7 @@ use crate::orders::index::OrderIndex;
 use crate::orders::{Order, Status};
 use crate::placement::Placement;
 use crate::services::confirm::{BatchSettings, Batches};
-use crate::services::lobby::{Lobbies, LobbySettings};
+use crate::services::lobby::{GroupListener, Lobbies, LobbySettings};
 use crate::services::orders::{LocalDesk, OrderDesk};
 use crate::services::rooms::{RoomSettings, Rooms};
 use crate::services::screens::{ScreenSettings, Viewers};
@@ -42,6 +43,8 @@ pub struct Shared {
     pub connections: Arc<ConnectionCounts>,
     /// Which core each room lives on.
     pub placement: Arc<Placement>,
+    /// The chant line of each menu item's newest lobby group.
+    pub group_lines: Arc<GroupLines>,
 }
 
 pub struct Core {
@@ -96,6 +99,10 @@ impl Core {
                     },
                     metrics.clone(),
                     budget.clone(),
+                    Rc::new(ChantGroups {
+                        chanter: chanter.clone(),
+                        lines: shared.group_lines.clone(),
+                    }),
                 )),
                 confirms: Rc::new(Batches::new(
                     BatchSettings {
@@ -140,6 +147,7 @@ impl Core {
                 index: shared.index.clone(),
                 desk,
                 chanter: chanter.clone(),
+                group_lines: shared.group_lines.clone(),
                 scrape: Rc::new(ScrapeAll(core.clone())),
             };
             let http = Rc::new(HttpContext {
@@ -232,6 +240,29 @@ fn chanter(config: &Config, core_id: usize) -> Chanter {
         .map_or(0, |d| d.as_nanos() as u64)
         ^ (core_id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     Chanter::new(chant_config, seed)
+}
+
+/// Gives each lobby group of a menu item its own chant line, chosen once where the
+/// group formed and read by every core's chant endpoint.
+struct ChantGroups {
+    chanter: Rc<Chanter>,
+    lines: Arc<GroupLines>,
+}
+
+impl GroupListener for ChantGroups {
+    fn formed(&self, room: &str) {
+        let Some(menu) = crate::menu::find(room) else {
+            return;
+        };
+        let formed_unix_ms = unix_now_ms();
+        let seed = formed_unix_ms ^ rand::random::<u64>();
+        let (chanter, lines) = (self.chanter.clone(), self.lines.clone());
+        glommio::spawn_local(async move {
+            let line = chanter.group_line(menu, seed).await;
+            lines.publish(menu, formed_unix_ms, &line);
+        })
+        .detach();
+    }
 }
 
 /// The order desk of a core without the journal: each request is a call to the owner.

@@ -33,6 +33,12 @@ const IO_MEMORY_BYTES: usize = 128 << 10;
 
 pub const JOURNAL_FILE: &str = "orders.journal";
 
+/// How long all cores may take to start (recovery is done before they do) before the
+/// process gives up with an error instead of hanging.
+const START_TIMEOUT_MS: u64 = 60_000;
+/// How often a starting core wakes while it waits for the others.
+const START_TICK_MS: u64 = 5;
+
 /// What the main thread and every core share about the process's life: the shutdown
 /// signals and systemd notifications.
 struct Lifecycle {
@@ -90,6 +96,7 @@ pub fn run(config: Config) -> Result<(), String> {
         index,
         connections: Arc::default(),
         placement: Arc::new(crate::placement::Placement::new(cores, JOURNAL_OWNER)),
+        group_lines: Arc::default(),
     });
     let report = shared.clone();
     let mesh = MeshBuilder::<Envelope, _>::full(cores, CROSS_CORE_QUEUE_MAX);
@@ -143,10 +150,19 @@ pub fn run(config: Config) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start executors: {e}"))?;
     for _ in 0..cores {
-        match ready.recv() {
+        match ready.recv_timeout(Duration::from_millis(START_TIMEOUT_MS)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("an executor stopped during start-up".into()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "the cores did not all start within {} s; giving up rather than \
+                     serving with some of them",
+                    START_TIMEOUT_MS / 1000
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("an executor stopped during start-up".into())
+            }
         }
     }
     drop(reservation);
@@ -215,10 +231,17 @@ async fn serve_core(
     ready: mpsc::Sender<Result<(), String>>,
     lifecycle: Arc<Lifecycle>,
 ) -> Result<(), String> {
-    let (senders, receivers) = mesh
-        .join()
-        .await
-        .map_err(|e| format!("cannot join the core mesh: {e}"))?;
+    // glommio can miss a wake-up sent from another thread to a parked executor; while
+    // the cores join, tick so that a missed one is picked up at the next tick instead of
+    // never (under heavy load the join otherwise hung now and then).
+    let ticking = glommio::spawn_local(async {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(START_TICK_MS)).await;
+        }
+    });
+    let joined = mesh.join().await;
+    drop(ticking);
+    let (senders, receivers) = joined.map_err(|e| format!("cannot join the core mesh: {e}"))?;
     let id = senders.peer_id();
     let book = if id == JOURNAL_OWNER {
         let recovered = recovered

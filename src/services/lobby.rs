@@ -23,12 +23,18 @@ pub struct LobbySettings {
     pub delay_s: u64,
 }
 
+/// Told when a lobby forms a group, so the group can be given one chant line.
+pub trait GroupListener {
+    fn formed(&self, room: &str);
+}
+
 /// The lobbies homed on one core: name → clients waiting, in join order.
 pub struct Lobbies {
     lobbies: RefCell<HashMap<String, Vec<Rc<Slot>>>>,
     settings: LobbySettings,
     metrics: Rc<Metrics>,
     budget: Rc<RoomBudget>,
+    groups: Rc<dyn GroupListener>,
 }
 
 pub struct Member {
@@ -61,12 +67,18 @@ fn is_ping(text: &[u8]) -> bool {
 }
 
 impl Lobbies {
-    pub fn new(settings: LobbySettings, metrics: Rc<Metrics>, budget: Rc<RoomBudget>) -> Lobbies {
+    pub fn new(
+        settings: LobbySettings,
+        metrics: Rc<Metrics>,
+        budget: Rc<RoomBudget>,
+        groups: Rc<dyn GroupListener>,
+    ) -> Lobbies {
         Lobbies {
             lobbies: RefCell::new(HashMap::new()),
             settings,
             metrics,
             budget,
+            groups,
         }
     }
 
@@ -99,6 +111,7 @@ impl Lobbies {
                 member.send_text(&text);
                 member.close(CLOSE_NORMAL);
             }
+            self.groups.formed(room);
         } else {
             announce(waiting);
         }
@@ -169,9 +182,35 @@ mod tests {
     use crate::services::testing::{budget, metrics, slot, texts};
     use chrono::TimeZone;
 
-    fn lobbies(size: usize, rooms_max: usize) -> Rc<Lobbies> {
+    /// Remembers the rooms that formed groups.
+    #[derive(Default)]
+    struct Formed(RefCell<Vec<String>>);
+
+    impl GroupListener for Formed {
+        fn formed(&self, room: &str) {
+            self.0.borrow_mut().push(room.to_string());
+        }
+    }
+
+    fn lobbies_with(size: usize, rooms_max: usize, formed: Rc<Formed>) -> Rc<Lobbies> {
         let settings = LobbySettings { size, delay_s: 10 };
-        Rc::new(Lobbies::new(settings, metrics(), budget(rooms_max)))
+        Rc::new(Lobbies::new(settings, metrics(), budget(rooms_max), formed))
+    }
+
+    fn lobbies(size: usize, rooms_max: usize) -> Rc<Lobbies> {
+        lobbies_with(size, rooms_max, Rc::default())
+    }
+
+    #[test]
+    fn the_listener_hears_of_each_group_once() {
+        let formed = Rc::new(Formed::default());
+        let lobbies = lobbies_with(2, 10, formed.clone());
+        let slots: Vec<_> = (0..5).map(|_| slot()).collect();
+        let _members: Vec<_> = slots
+            .iter()
+            .map(|s| lobbies.join("giiku-ten", s).unwrap())
+            .collect();
+        assert_eq!(*formed.0.borrow(), ["giiku-ten", "giiku-ten"]);
     }
 
     #[test]
