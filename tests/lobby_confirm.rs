@@ -75,6 +75,25 @@ fn a_leave_tells_those_remaining() {
 }
 
 #[test]
+fn the_waiting_page_s_ping_is_answered_with_the_count() {
+    let server = Server::start(&[]);
+    let mut alone = server.ws("/ws/stay?room=giiku-haku");
+    assert_eq!(json(&mut alone), stay("1"));
+    // What the front end sends every 5 s; the answer keeps its "no response" banner away.
+    for _ in 0..3 {
+        send_text(&mut alone, r#"{"action":"ping"}"#);
+        assert_eq!(json(&mut alone), stay("1"));
+    }
+    let mut other = server.ws("/ws/stay?room=giiku-haku");
+    assert_eq!(json(&mut alone), stay("2"));
+    assert_eq!(json(&mut other), stay("2"));
+    send_text(&mut other, r#"{"action":"ping"}"#);
+    assert_eq!(json(&mut other), stay("2"), "answered to the one who asked");
+    send_text(&mut alone, r#"{"action":"ping"}"#);
+    assert_eq!(json(&mut alone), stay("2"), "and not also to the others");
+}
+
+#[test]
 fn thirty_simultaneous_joins_form_exactly_ten_groups_of_three() {
     let server = Server::start(&["--cores", "2"]);
     let addr = server.addr;
