@@ -230,10 +230,10 @@ mod tests {
         }
         let weights: Vec<usize> = (0..4).map(|c| placement.weighed(c)).collect();
         let (min, max) = (weights.iter().min().unwrap(), weights.iter().max().unwrap());
-        assert!(
-            max - min <= ROOM_LOAD_WEIGHT + 1 + OWNER_LOAD_BIAS,
-            "{weights:?}"
-        );
+        // Two choices keep every core within a few rooms of the others (a plain hash
+        // would leave them about sqrt(1000) rooms apart).
+        let room = ROOM_LOAD_WEIGHT + 1;
+        assert!(max - min <= 3 * room + OWNER_LOAD_BIAS, "{weights:?}");
     }
 
     #[test]
