@@ -62,6 +62,8 @@ pub struct Core {
     pub ws: Rc<WsContext>,
     chanter: Rc<Chanter>,
     pub(super) peers: Peers,
+    /// On the journal owner: one unit from each other core once its connections are gone.
+    pub(super) peers_drained: glommio::sync::Semaphore,
 }
 
 impl Core {
@@ -176,6 +178,7 @@ impl Core {
                 ws,
                 chanter,
                 peers: Peers::new(mesh),
+                peers_drained: glommio::sync::Semaphore::new(0),
             }
         })
     }

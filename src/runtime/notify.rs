@@ -14,7 +14,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Whether to notify, and what has been said so far.
@@ -167,9 +166,11 @@ impl Heartbeats {
 }
 
 /// The thread that sends `WATCHDOG=1`; stops when dropped.
+/// The pinging thread runs until this is dropped. Dropping does not wait for it: its
+/// send blocks while the notify socket is full (whoever reads it stopped reading), and
+/// the process must still be able to exit.
 pub struct Watchdog {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _stop: mpsc::Sender<()>,
 }
 
 impl Watchdog {
@@ -181,7 +182,7 @@ impl Watchdog {
         every: Duration,
     ) -> std::io::Result<Watchdog> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("kakigori-watchdog".into())
             .spawn(move || {
                 let mut seen = heartbeats.snapshot();
@@ -198,19 +199,7 @@ impl Watchdog {
                     }
                 }
             })?;
-        Ok(Watchdog {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        Ok(Watchdog { _stop: stop })
     }
 }
 

@@ -12,12 +12,12 @@
 //! draining (idle keep-alive connections close, answers in progress go out with
 //! `Connection: close`), asks its WebSockets to close with 1001, and waits — on its
 //! connections' gate — until none of its connections is open or
-//! `--shutdown-timeout-ms` has passed since the signal. The journal owner then also
-//! waits for every other core's gate (a typed call to each), because their requests
-//! may still need the journal; only then does it commit what is queued and close the
-//! journal. Each core's main future returns when its part is done.
+//! `--shutdown-timeout-ms` has passed since the signal. Each other core then tells the
+//! journal owner so (a typed call), and the owner, which waits for all of them because
+//! their requests may still need the journal, only then commits what is queued and
+//! closes the journal. Each core's main future returns when its part is done.
 
-use super::core::Core;
+use super::core::{Core, JOURNAL_OWNER};
 use crate::limits::CLOSE_GOING_AWAY;
 use crate::runtime::notify::Notifier;
 use futures_lite::AsyncReadExt;
@@ -131,19 +131,24 @@ pub async fn drain_core(
     })
     .await;
     let Some(book) = &core.book else {
+        // Tell the journal owner, which waits for every core before closing the journal.
+        let told = core
+            .invoke_on_within(JOURNAL_OWNER, remaining(), |owner| async move {
+                owner.peers_drained.signal(1);
+            })
+            .await;
+        if let Err(e) = told {
+            log::debug!("core {} could not report drained: {e}", core.id);
+        }
         return Ok(());
     };
     // Every other core's requests may still need the journal: wait for them too.
-    for peer in (0..core.cores).filter(|&p| p != core.id) {
-        let drained = core
-            .invoke_on_within(peer, remaining(), |peer| async move {
-                peer.admission.closed().await;
-            })
-            .await;
-        if let Err(e) = drained {
-            log::debug!("core {peer} did not report drained: {e}");
-        }
-    }
+    let peers = (core.cores - 1) as u64;
+    let _ = glommio::timer::timeout(remaining(), async {
+        let _ = core.peers_drained.acquire(peers).await;
+        Ok(())
+    })
+    .await;
     let closed = futures_lite::future::or(
         async {
             book.shutdown().await;
