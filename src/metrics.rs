@@ -32,6 +32,8 @@ pub enum Rejected {
     RoomsMax,
     RoomFull,
     HeadTimeout,
+    /// A WebSocket's room kept moving between cores while the socket was handed on.
+    RoomMoving,
 }
 
 /// Open connections by endpoint; index into [`Metrics::open`].
@@ -308,6 +310,7 @@ impl Snapshot {
             (Rejected::RoomsMax, "rooms_per_core_max"),
             (Rejected::RoomFull, "room_clients_max"),
             (Rejected::HeadTimeout, "head_timeout"),
+            (Rejected::RoomMoving, "room_moving"),
         ] {
             let n = self.rejected.get(&why).copied().unwrap_or(0);
             let _ = writeln!(o, "kakigori_rejected_total{{reason=\"{label}\"}} {n}");

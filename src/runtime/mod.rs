@@ -347,7 +347,7 @@ async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8)
         if hops < HOPS_MAX {
             return send_to(&core, home, stream, joining, hops + 1).await;
         }
-        let why = crate::metrics::Rejected::RoomsMax;
+        let why = crate::metrics::Rejected::RoomMoving;
         return crate::net::ws::refuse(&core.metrics, stream, joining.greeting, why).await;
     }
     let Joining {
