@@ -56,6 +56,15 @@ pub const HEARTBEAT_SWEEP_MS: u64 = 250;
 /// journal sync, which a slow disk can stretch to seconds.
 pub const CROSS_CORE_CALL_DEADLINE_MS: u64 = 5_000;
 
+/// How long a room that emptied keeps its core in the directory. Lobbies empty and
+/// refill every few joins; if each time the lobby could move to another core, joins in
+/// flight to the old one would chase it.
+pub const EMPTIED_ROOM_KEPT_MS: u64 = 5_000;
+
+/// Emptied rooms keeping their core at once, per core; a room that empties beyond
+/// this gives its core up at once.
+pub const EMPTIED_ROOMS_KEPT_MAX: usize = 65_536;
+
 /// Messages queued per ordered pair of cores before a sender waits.
 pub const CROSS_CORE_QUEUE_MAX: usize = 1024;
 

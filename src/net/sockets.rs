@@ -5,9 +5,11 @@
 
 use crate::clock::Clock;
 use crate::limits::{CLIENT_FRAME_HEADER_BYTES_MAX, HEARTBEAT_SWEEP_MS};
+use crate::placement::Placement;
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Heartbeat timing; from the configuration.
@@ -24,6 +26,9 @@ pub struct Sockets {
     heartbeat: HeartbeatSettings,
     /// Set by [`Sockets::close_all`]: connections that join later are closed at once.
     closing: Cell<Option<u16>>,
+    /// Where this core's WebSockets are counted, for placing new rooms.
+    placement: Arc<Placement>,
+    core: usize,
 }
 
 impl Sockets {
@@ -31,6 +36,8 @@ impl Sockets {
         clock: Rc<Clock>,
         heartbeat: HeartbeatSettings,
         message_bytes_max: usize,
+        placement: Arc<Placement>,
+        core: usize,
     ) -> Sockets {
         // Room for a whole largest frame after the start of an unfinished one.
         let scratch_bytes = (2 * (message_bytes_max + CLIENT_FRAME_HEADER_BYTES_MAX)).max(16 << 10);
@@ -40,6 +47,8 @@ impl Sockets {
             slots: RefCell::new(Vec::new()),
             heartbeat,
             closing: Cell::new(None),
+            placement,
+            core,
         }
     }
 
@@ -65,6 +74,7 @@ impl Sockets {
         let mut slots = self.slots.borrow_mut();
         slot.sweep_index.set(slots.len());
         slots.push(slot.clone());
+        self.placement.members_delta(self.core, 1);
         if let Some(code) = self.closing.get() {
             slot.close(code);
         }
@@ -78,6 +88,7 @@ impl Sockets {
         if let Some(moved) = slots.get(index) {
             moved.sweep_index.set(index);
         }
+        self.placement.members_delta(self.core, -1);
     }
 
     /// Asks every WebSocket on this core to close with `code` (shutdown: 1001), and
@@ -133,7 +144,13 @@ mod tests {
             ping_interval_ms: 30_000,
             idle_timeout_ms: 60_000,
         };
-        Sockets::new(Rc::new(Clock::manual(0)), heartbeat, 4096)
+        Sockets::new(
+            Rc::new(Clock::manual(0)),
+            heartbeat,
+            4096,
+            Arc::new(Placement::new(1, 0)),
+            0,
+        )
     }
 
     #[test]

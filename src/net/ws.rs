@@ -98,11 +98,6 @@ impl<M: Member> Connection<M> {
         }
     }
 
-    /// What is left once the connection ended: its membership (to leave) and socket.
-    fn into_parts(self) -> (M, TcpStream) {
-        (self.member, self.stream)
-    }
-
     /// Queues a close frame; after it is sent the connection ends.
     fn begin_close(&mut self, code: u16, reason: &str, ending: Ending) {
         if self.closing {
@@ -348,14 +343,11 @@ pub async fn refuse(
     let _ = stream.write_all(&greeting).await;
 }
 
-/// The whole life of an admitted WebSocket on its room's home core. `join` puts the client in
-/// its room first and only then does it hear the `greeting` (`101`), so every
-/// broadcast after its handshake reaches it.
-///
-/// This task is most of what an idle WebSocket costs, so rare steps (refusal, lingering
-/// after our close frame) are boxed rather than carried in its state, and nothing from
-/// the handshake outlives the join.
-pub async fn serve<M: Member>(
+/// Starts the life of an admitted WebSocket on its room's home core. `join` puts the
+/// client in its room first and only then does it hear the `greeting` (`101`), so
+/// every broadcast after its handshake reaches it. Everything up to the join happens
+/// here, at once; the connection then gets a task of its own.
+pub fn serve<M: Member + 'static>(
     context: Rc<WsContext>,
     stream: TcpStream,
     permit: Permit,
@@ -364,27 +356,41 @@ pub async fn serve<M: Member>(
     endpoint: Endpoint,
     join: impl FnOnce(&Rc<Slot>) -> Result<M, Rejected>,
 ) {
-    let metrics = context.metrics.clone();
     bound_send_buffer(&stream);
-    let sockets = context.sockets.clone();
-    let slot = sockets.new_slot();
+    let slot = context.sockets.new_slot();
     slot.outbox().borrow_mut().extend_from_slice(&greeting);
     let member = match join(&slot) {
         Ok(member) => member,
         Err(why) => {
-            sockets.drop_slot(&slot);
-            return Box::pin(refuse(&metrics, stream, greeting, why)).await;
+            context.sockets.drop_slot(&slot);
+            let metrics = context.metrics.clone();
+            glommio::spawn_local(async move { refuse(&metrics, stream, greeting, why).await })
+                .detach();
+            return;
         }
     };
     drop(greeting);
-    metrics.opened(endpoint);
-    let mut connection = Connection::new(context, stream, slot.clone(), member, leftover);
+    context.metrics.opened(endpoint);
+    let connection = Connection::new(context, stream, slot, member, leftover);
+    glommio::spawn_local(live(connection, permit, endpoint)).detach();
+}
+
+/// The task of one WebSocket. It is most of what an idle WebSocket costs, so it holds
+/// the connection and its permit and nothing else: nothing from the handshake, and
+/// the rare step after our close frame (lingering) is boxed.
+async fn live<M: Member>(mut connection: Connection<M>, permit: Permit, endpoint: Endpoint) {
     let ending = (&mut connection).await;
+    let Connection {
+        context,
+        stream,
+        slot,
+        member,
+        ..
+    } = connection;
     slot.take_socket_back();
-    let (member, stream) = connection.into_parts();
     member.leave();
-    sockets.drop_slot(&slot);
-    metrics.closed(endpoint);
+    context.sockets.drop_slot(&slot);
+    context.metrics.closed(endpoint);
     drop(permit);
     if ending == Ending::ByServer {
         // After our close frame the client may still answer it.

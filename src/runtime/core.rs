@@ -58,6 +58,8 @@ pub struct Core {
     /// Only on [`JOURNAL_OWNER`].
     pub book: Option<Rc<OrderBook>>,
     pub services: Services,
+    /// The rooms, lobbies and batches open here, shared by the services.
+    pub budget: Rc<RoomBudget>,
     pub http: Rc<HttpContext<Api>>,
     pub ws: Rc<WsContext>,
     chanter: Rc<Chanter>,
@@ -81,6 +83,7 @@ impl Core {
                 config.rooms_per_core_max,
                 shared.placement.clone(),
                 id,
+                clock.clone(),
             ));
             let desk: Rc<dyn OrderDesk> = match &book {
                 Some(book) => Rc::new(LocalDesk(book.clone())),
@@ -114,7 +117,7 @@ impl Core {
                     },
                     desk.clone(),
                     metrics.clone(),
-                    budget,
+                    budget.clone(),
                 )),
                 screens: book.as_ref().map(|_| {
                     let settings = ScreenSettings {
@@ -141,6 +144,8 @@ impl Core {
                     idle_timeout_ms: config.ws_idle_timeout_ms,
                 },
                 config.ws_message_bytes_max,
+                shared.placement.clone(),
+                id,
             ));
             let drain = Rc::new(Drain::default());
             let api = Api {
@@ -174,6 +179,7 @@ impl Core {
                 drain,
                 book,
                 services,
+                budget,
                 http,
                 ws,
                 chanter,
@@ -185,6 +191,21 @@ impl Core {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Every second, emptied rooms that stayed empty give up their core.
+    pub fn start_releasing_emptied_rooms(self: &Rc<Self>) {
+        let core = Rc::downgrade(self);
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+                let Some(core) = core.upgrade() else { break };
+                let services = &core.services;
+                core.budget
+                    .release_emptied(|kind, room| services.is_open(kind, room));
+            }
+        })
+        .detach();
     }
 
     /// The journal owner's book. Panics elsewhere: order jobs run on the owner only.
@@ -199,7 +220,7 @@ impl Core {
         let mut snapshot = self.metrics.snapshot();
         snapshot.cores.push(CoreFigures {
             core: self.id,
-            rooms: self.shared.placement.load(self.id).rooms,
+            rooms: self.budget.rooms_open(),
             members: self.sockets.len(),
             frames_out: snapshot.ws_out,
             busy_s: thread_cpu_s(),

@@ -12,6 +12,7 @@ mod uring_probe;
 use self::core::{Core, Shared, JOURNAL_OWNER};
 use crate::config::Config;
 use crate::limits::CROSS_CORE_QUEUE_MAX;
+use crate::metrics::Rejected;
 use crate::orders::index::OrderIndex;
 use crate::orders::journal::{self, Recovered};
 use crate::ws::Joining;
@@ -260,6 +261,7 @@ async fn serve_core(
     let core = Core::new(id, shared, senders, book);
     core.listen_to_peers(receivers);
     core.sockets.start_sweeper();
+    core.start_releasing_emptied_rooms();
     if let (Some(book), Some(viewers)) = (&core.book, &core.services.screens) {
         viewers.observe(book);
     }
@@ -291,9 +293,9 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
                 glommio::spawn_local(async move {
                     let upgraded = crate::net::http::serve(core.http.clone(), stream).await;
                     if let Some((stream, joining)) = upgraded {
-                        // A task of its own, so the WebSocket's whole life costs only its
-                        // own state: this task, its HTTP buffers and its future end here.
-                        glommio::spawn_local(start_ws(core, stream, joining)).detach();
+                        // The WebSocket gets a task of its own, so its whole life costs
+                        // only its own state: this task and its HTTP buffers end here.
+                        serve_ws(core, stream, joining, 0);
                     }
                 })
                 .detach();
@@ -312,11 +314,6 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
 /// elsewhere again and again can cause it).
 const HOPS_MAX: u8 = 3;
 
-/// Takes a freshly upgraded socket to its room: here, or on its home core.
-async fn start_ws(core: Rc<Core>, stream: TcpStream, joining: Joining) {
-    serve_ws(core, stream, joining, 0).await;
-}
-
 /// Sends a socket to core `home`.
 async fn send_to(core: &Core, home: usize, stream: TcpStream, joining: Joining, hops: u8) {
     // SAFETY: dup(2) of a descriptor we own; the copy travels to the home core.
@@ -332,12 +329,12 @@ async fn send_to(core: &Core, home: usize, stream: TcpStream, joining: Joining, 
 fn adopt(core: Rc<Core>, handoff: Handoff) {
     // SAFETY: the sender duplicated this descriptor for us and closed its own copy.
     let stream = unsafe { TcpStream::from_raw_fd(handoff.fd) };
-    glommio::spawn_local(serve_ws(core, stream, handoff.joining, handoff.hops)).detach();
+    serve_ws(core, stream, handoff.joining, handoff.hops);
 }
 
 /// A WebSocket in the service its path names, if its room lives here; otherwise on its
-/// way to the core where it does.
-async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8) {
+/// way to the core where it does. Returns at once: each path spawns its own task.
+fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8) {
     let placement = core.shared.placement.clone();
     let (kind, id) = (joining.kind, core.id);
     // From reading the directory to joining the room nothing awaits, so the room
@@ -345,10 +342,14 @@ async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8)
     let home = placement.home(kind, &joining.room);
     if home != id {
         if hops < HOPS_MAX {
-            return send_to(&core, home, stream, joining, hops + 1).await;
+            glommio::spawn_local(async move {
+                send_to(&core, home, stream, joining, hops + 1).await;
+            })
+            .detach();
+        } else {
+            refuse_ws(&core, stream, joining.greeting, Rejected::RoomMoving);
         }
-        let why = crate::metrics::Rejected::RoomMoving;
-        return crate::net::ws::refuse(&core.metrics, stream, joining.greeting, why).await;
+        return;
     }
     let Joining {
         room,
@@ -363,14 +364,21 @@ async fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8)
             if !core.services.is_open(kind, &room) {
                 placement.release(kind, &room, id);
             }
-            return Box::pin(crate::net::ws::refuse(&core.metrics, stream, greeting, why)).await;
+            return refuse_ws(&core, stream, greeting, why);
         }
     };
     let context = core.ws.clone();
     let endpoint = crate::api::ws::endpoint(kind);
     // The room name moves into the join and is gone once the client has joined.
     let join = move |slot: &Rc<_>| core.services.join(kind, &room, slot);
-    placement.members_delta(id, 1);
-    crate::net::ws::serve(context, stream, permit, greeting, leftover, endpoint, join).await;
-    placement.members_delta(id, -1);
+    crate::net::ws::serve(context, stream, permit, greeting, leftover, endpoint, join);
+}
+
+/// Completes a handshake only to close it: a limit refused the WebSocket.
+fn refuse_ws(core: &Core, stream: TcpStream, greeting: Vec<u8>, why: Rejected) {
+    let metrics = core.metrics.clone();
+    glommio::spawn_local(async move {
+        crate::net::ws::refuse(&metrics, stream, greeting, why).await;
+    })
+    .detach();
 }

@@ -2,6 +2,7 @@
 //! the frames a service queued for them.
 
 use super::RoomBudget;
+use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::placement::Placement;
 use crate::ws::slot::Slot;
@@ -10,10 +11,12 @@ use std::sync::Arc;
 
 /// A budget of `rooms_max` rooms on the only core.
 pub fn budget(rooms_max: usize) -> Rc<RoomBudget> {
+    let placement = Arc::new(Placement::new(1, 0));
     Rc::new(RoomBudget::new(
         rooms_max,
-        Arc::new(Placement::new(1, 0)),
+        placement,
         0,
+        Rc::new(Clock::manual(0)),
     ))
 }
 
