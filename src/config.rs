@@ -54,6 +54,9 @@ pub enum Command {
     Serve(Box<Config>),
     /// `kakigori healthcheck`: probe `/healthz` of a running server (for container health checks).
     Healthcheck(Box<Config>),
+    /// `kakigori journal verify|export [--format csv|jsonl]`: the operator's journal
+    /// tool (`orders::tool`), on the journal of `--data-dir`.
+    Journal(crate::orders::tool::Action, Box<Config>),
     Help,
     Version,
 }
@@ -413,13 +416,23 @@ where
         }
     }
     let mut healthcheck = false;
+    let mut journal = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "healthcheck" if !healthcheck => {
+            "healthcheck" if !healthcheck && journal.is_none() => {
                 healthcheck = true;
+                continue;
+            }
+            "journal" if !healthcheck && journal.is_none() => {
+                journal = Some(journal_action(args.next())?);
+                continue;
+            }
+            _ if arg == "--format" || arg.starts_with("--format=") => {
+                let value = arg.strip_prefix("--format=").map(str::to_string);
+                journal_format(&mut journal, value.or_else(|| args.next()))?;
                 continue;
             }
             _ => {}
@@ -444,11 +457,39 @@ where
         (spec.set)(&mut config, &value).map_err(|e| ConfigError(format!("--{flag}: {e}")))?;
     }
     let config = Box::new(config);
-    Ok(if healthcheck {
-        Command::Healthcheck(config)
-    } else {
-        Command::Serve(config)
+    Ok(match journal {
+        Some(action) => Command::Journal(action, config),
+        None if healthcheck => Command::Healthcheck(config),
+        None => Command::Serve(config),
     })
+}
+
+/// The word after `journal`.
+fn journal_action(word: Option<String>) -> Result<crate::orders::tool::Action, ConfigError> {
+    use crate::orders::tool::{Action, Format};
+    match word.as_deref() {
+        Some("verify") => Ok(Action::Verify),
+        Some("export") => Ok(Action::Export(Format::Csv)),
+        _ => Err(ConfigError(
+            "journal needs verify or export (see --help)".into(),
+        )),
+    }
+}
+
+/// `--format`, which only `journal export` takes.
+fn journal_format(
+    journal: &mut Option<crate::orders::tool::Action>,
+    value: Option<String>,
+) -> Result<(), ConfigError> {
+    use crate::orders::tool::{Action, Format};
+    let Some(Action::Export(format)) = journal else {
+        return Err(ConfigError("--format goes after journal export".into()));
+    };
+    *format = value
+        .as_deref()
+        .and_then(Format::parse)
+        .ok_or_else(|| ConfigError("--format: use csv or jsonl".into()))?;
+    Ok(())
 }
 
 /// The `--help` text, generated from [`OPTIONS`].
@@ -456,7 +497,11 @@ pub fn help() -> String {
     let mut text = String::from(
         "kakigori — real-time backend for a chanting shaved-ice stand\n\n\
          USAGE:\n    kakigori [FLAGS]              serve HTTP, REST and WebSockets\n    \
-         kakigori healthcheck [FLAGS]  exit 0 if the server at --listen answers /healthz\n\n\
+         kakigori healthcheck [FLAGS]  exit 0 if the server at --listen answers /healthz\n    \
+         kakigori journal verify [FLAGS]  check <data-dir>'s journal, read-only (safe while a \
+         server runs);\n                                  print orders by status, exit 1 on damage\n    \
+         kakigori journal export [--format csv|jsonl] [FLAGS]\n                                  \
+         write every order with its times (default csv)\n\n\
          Every flag --foo-bar can also be set as the environment variable KAKIGORI_FOO_BAR;\n\
          the flag wins when both are given. A bad value exits with code 2.\n\nFLAGS:\n",
     );
@@ -515,6 +560,39 @@ mod tests {
         assert_eq!(c.store_id, "store-002");
         let c = parse_with(&["--listen=127.0.0.1:0"], &[]).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn journal_subcommands_take_the_usual_flags_and_a_format() {
+        use crate::orders::tool::{Action, Format};
+        let parse_args = |args: &[&str]| parse(args.iter().map(|s| s.to_string()), |_| None);
+        match parse_args(&["journal", "verify", "--data-dir", "/srv/kakigori"]) {
+            Ok(Command::Journal(Action::Verify, config)) => {
+                assert_eq!(config.data_dir, PathBuf::from("/srv/kakigori"))
+            }
+            other => panic!("{other:?}"),
+        }
+        for (args, format) in [
+            (&["journal", "export"][..], Format::Csv),
+            (&["journal", "export", "--format", "jsonl"][..], Format::Jsonl),
+            (&["--store-id", "s2", "journal", "export", "--format=csv"][..], Format::Csv),
+        ] {
+            assert!(
+                matches!(parse_args(args), Ok(Command::Journal(Action::Export(f), _)) if f == format),
+                "{args:?}"
+            );
+        }
+        for bad in [
+            &["journal"][..],
+            &["journal", "repair"][..],
+            &["journal", "export", "--format", "xml"][..],
+            &["journal", "export", "--format"][..],
+            &["journal", "verify", "--format", "csv"][..],
+            &["--format", "csv"][..],
+            &["healthcheck", "journal", "verify"][..],
+        ] {
+            assert!(parse_args(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ use crate::orders::record::{self, DecodedBatch, Header, HEADER_LEN, MIN_RECORD_B
 use crate::orders::rules::{Replay, Rules};
 use crate::orders::{v1, Order};
 
+/// The journal's name in the data directory.
+pub const FILE_NAME: &str = "orders.journal";
 /// The journal file's mode when this program makes it.
 const JOURNAL_MODE: u32 = 0o644;
 

@@ -8,6 +8,8 @@
 //! WebSocket cannot send an Authorization header, and a token in the URL would end up
 //! in proxy logs); until then they receive nothing, and a wrong token closes with 1008.
 //! The public board gets only order numbers and menu names of orders ready for pickup.
+//! Kitchen cards carry the order's own `created_at` and `updated_at` from the journal,
+//! so their ages are right after a restart too.
 
 use crate::menu;
 use crate::metrics::{Ignored, Rejected};
@@ -15,9 +17,7 @@ use crate::orders::{Order, Status};
 use crate::runtime::shard::Shard;
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Close code for a wrong staff token (RFC 6455 "policy violation").
 pub const CLOSE_UNAUTHORIZED: u16 = 1008;
@@ -42,23 +42,11 @@ struct Viewer {
 #[derive(Default)]
 pub struct Viewers {
     viewers: RefCell<Vec<Viewer>>,
-    /// When each order was created (Unix seconds), for the cards' age. Orders made
-    /// before this process started have no entry and show no age. Entries go once an
-    /// order has dropped off the completed column, so this holds only open orders.
-    created_unix_s: RefCell<HashMap<u64, u64>>,
-    /// The most recently completed orders, oldest first.
-    completed_recent: RefCell<VecDeque<u64>>,
     observing: Cell<bool>,
 }
 
 pub struct Member {
     screen: Screen,
-}
-
-fn unix_now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Viewers {
@@ -68,15 +56,6 @@ impl Viewers {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn kitchen_order(&self, order: &Order, store_id: &str, out: &mut Vec<u8>) {
-        order.write_json(store_id, out);
-        out.pop();
-        match self.created_unix_s.borrow().get(&order.number) {
-            Some(at) => out.extend_from_slice(format!(r#","created_at":{at}}}"#).as_bytes()),
-            None => out.extend_from_slice(br#","created_at":null}"#),
-        }
     }
 
     fn board_order(order: &Order, out: &mut Vec<u8>) {
@@ -113,7 +92,7 @@ impl Viewers {
                 out.push(b',');
             }
             match screen {
-                Screen::Kitchen => self.kitchen_order(order, &shard.config().store_id, &mut out),
+                Screen::Kitchen => order.write_json(&shard.config().store_id, &mut out),
                 Screen::Board => Viewers::board_order(order, &mut out),
             }
         }
@@ -121,35 +100,14 @@ impl Viewers {
         out
     }
 
-    fn remember_age(&self, order: &Order) {
-        match order.status {
-            Status::Pending => {
-                self.created_unix_s
-                    .borrow_mut()
-                    .insert(order.number, unix_now_s());
-            }
-            Status::WaitingPickup => {}
-            Status::Completed => {
-                let mut recent = self.completed_recent.borrow_mut();
-                recent.push_back(order.number);
-                if recent.len() > COMPLETED_SHOWN {
-                    if let Some(gone) = recent.pop_front() {
-                        self.created_unix_s.borrow_mut().remove(&gone);
-                    }
-                }
-            }
-        }
-    }
-
     /// A change became durable: tell every viewer that may see it.
     fn publish(&self, shard: &Shard, order: &Order) {
-        self.remember_age(order);
         let viewers = self.viewers.borrow();
         if viewers.is_empty() {
             return;
         }
         let mut kitchen = br#"{"type":"order","order":"#.to_vec();
-        self.kitchen_order(order, &shard.config().store_id, &mut kitchen);
+        order.write_json(&shard.config().store_id, &mut kitchen);
         kitchen.push(b'}');
         let board = match order.status {
             Status::Pending => None,
@@ -187,7 +145,7 @@ fn observe(shard: &Rc<Shard>) {
     }));
 }
 
-/// Starts watching the order book on the journal owner, so ages are known from start-up.
+/// Starts watching the order book on the journal owner.
 pub fn start(shard: &Rc<Shard>) {
     observe(shard);
 }
