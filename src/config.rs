@@ -574,8 +574,14 @@ mod tests {
         }
         for (args, format) in [
             (&["journal", "export"][..], Format::Csv),
-            (&["journal", "export", "--format", "jsonl"][..], Format::Jsonl),
-            (&["--store-id", "s2", "journal", "export", "--format=csv"][..], Format::Csv),
+            (
+                &["journal", "export", "--format", "jsonl"][..],
+                Format::Jsonl,
+            ),
+            (
+                &["--store-id", "s2", "journal", "export", "--format=csv"][..],
+                Format::Csv,
+            ),
         ] {
             assert!(
                 matches!(parse_args(args), Ok(Command::Journal(Action::Export(f), _)) if f == format),

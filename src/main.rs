@@ -24,8 +24,12 @@ fn main() -> ExitCode {
         Command::Healthcheck(config) => kakigori::healthcheck::probe(&config),
         Command::Journal(action, config) => {
             let mut stdout = std::io::stdout().lock();
-            match kakigori::orders::tool::run(action, &config.data_dir, &config.store_id, &mut stdout)
-            {
+            match kakigori::orders::tool::run(
+                action,
+                &config.data_dir,
+                &config.store_id,
+                &mut stdout,
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("kakigori: {e}");

@@ -103,7 +103,11 @@ mod tests {
             load_or_create(Some("configured-token-123"), dir.path()).unwrap(),
             "configured-token-123"
         );
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
     }
 
     #[test]
@@ -127,7 +131,10 @@ mod tests {
             assert_eq!(error.kind(), io::ErrorKind::InvalidData);
             let message = error.to_string();
             assert!(message.contains(&path.display().to_string()), "{message}");
-            assert!(message.contains(&format!("holds {} bytes", contents.len())), "{message}");
+            assert!(
+                message.contains(&format!("holds {} bytes", contents.len())),
+                "{message}"
+            );
             assert!(message.contains("Delete the file"), "{message}");
             // The file is left for the operator to look at.
             assert_eq!(fs::read(&path).unwrap(), contents);

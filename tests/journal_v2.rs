@@ -54,7 +54,10 @@ fn a_data_dir_of_the_previous_release_opens_with_every_order_number_and_key() {
     let (code, out, err) = journal_tool(&["verify"], dir.path());
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("format version 1"), "{out}");
-    assert!(out.contains("orders: 12 (pending 7, waitingPickup 3, completed 2)"), "{out}");
+    assert!(
+        out.contains("orders: 12 (pending 7, waitingPickup 3, completed 2)"),
+        "{out}"
+    );
     assert_eq!(
         std::fs::read(&journal).unwrap(),
         std::fs::read(format!("{FIXTURE}/orders.journal")).unwrap()
@@ -62,11 +65,17 @@ fn a_data_dir_of_the_previous_release_opens_with_every_order_number_and_key() {
 
     let server = Server::start_in(dir.path(), &[]);
     assert!(
-        server.log_text().contains("upgrading from format version 1 to 2"),
+        server
+            .log_text()
+            .contains("upgrading from format version 1 to 2"),
         "{}",
         server.log_text()
     );
-    assert!(server.log_text().contains("upgraded"), "{}", server.log_text());
+    assert!(
+        server.log_text().contains("upgraded"),
+        "{}",
+        server.log_text()
+    );
     let orders = all_orders(&server);
     assert_eq!(orders.len(), expected.len());
     for (order, old) in orders.iter().zip(&expected) {
@@ -78,11 +87,23 @@ fn a_data_dir_of_the_previous_release_opens_with_every_order_number_and_key() {
     }
     // Every idempotency key still names its order: 3, 6, 9, 12 by guest-N and 7 by
     // the longest key the contract allows.
-    for (key, number) in [("guest-3", 3), ("guest-6", 6), ("guest-9", 9), ("guest-12", 12)] {
-        assert_eq!(create(&server, "giiku-sai", Some(key))["order_number"], number, "{key}");
+    for (key, number) in [
+        ("guest-3", 3),
+        ("guest-6", 6),
+        ("guest-9", 9),
+        ("guest-12", 12),
+    ] {
+        assert_eq!(
+            create(&server, "giiku-sai", Some(key))["order_number"],
+            number,
+            "{key}"
+        );
     }
     let longest = "k".repeat(128);
-    assert_eq!(create(&server, "giiku-sai", Some(&longest))["order_number"], 7);
+    assert_eq!(
+        create(&server, "giiku-sai", Some(&longest))["order_number"],
+        7
+    );
     // Numbering continues, and moves of upgraded orders go on from their status.
     let next = create(&server, "giiku-ten", None);
     assert_eq!(next["order_number"], 13);
@@ -94,7 +115,11 @@ fn a_data_dir_of_the_previous_release_opens_with_every_order_number_and_key() {
     drop(server);
 
     let server = Server::start_in(dir.path(), &[]);
-    assert!(!server.log_text().contains("upgrading"), "{}", server.log_text());
+    assert!(
+        !server.log_text().contains("upgrading"),
+        "{}",
+        server.log_text()
+    );
     assert_eq!(all_orders(&server).len(), 13);
     let (code, out, err) = journal_tool(&["verify"], dir.path());
     assert_eq!(code, Some(0), "{err}");
@@ -111,7 +136,9 @@ fn a_last_batch_torn_at_a_page_boundary_is_cut_at_start_with_a_warning() {
     let journal = dir.path().join("orders.journal");
     let acknowledged: Vec<serde_json::Value> = {
         let server = Server::start_in(dir.path(), &[]);
-        (0..5).map(|_| create(&server, "giiku-haku", None)).collect()
+        (0..5)
+            .map(|_| create(&server, "giiku-haku", None))
+            .collect()
     };
     let mut bytes = std::fs::read(&journal).unwrap();
     let Ok(Header::V2 { journal_id }) = kakigori::orders::record::read_header(&bytes) else {
@@ -136,13 +163,19 @@ fn a_last_batch_torn_at_a_page_boundary_is_cut_at_start_with_a_warning() {
     std::fs::write(&journal, &bytes).unwrap();
 
     let (code, out, _) = journal_tool(&["verify"], dir.path());
-    assert_eq!(code, Some(0), "an unfinished last batch is no damage: {out}");
+    assert_eq!(
+        code,
+        Some(0),
+        "an unfinished last batch is no damage: {out}"
+    );
     assert!(out.contains("unfinished batch"), "{out}");
 
     let server = Server::start_in(dir.path(), &[]);
     let log = server.log_text();
     assert!(
-        log.contains("WARN") && log.contains("unfinished last batch") && log.contains(&format!("byte offset {batch_start}")),
+        log.contains("WARN")
+            && log.contains("unfinished last batch")
+            && log.contains(&format!("byte offset {batch_start}")),
         "{log}"
     );
     assert_eq!(all_orders(&server), acknowledged);
@@ -180,7 +213,10 @@ fn damage_before_a_complete_batch_refuses_start_and_verify_with_one_message() {
     let (code, out, verify_error) = journal_tool(&["verify"], dir.path());
     assert_eq!(code, Some(1));
     assert!(out.is_empty(), "{out}");
-    assert!(verify_error.contains(message), "{verify_error}\nvs\n{message}");
+    assert!(
+        verify_error.contains(message),
+        "{verify_error}\nvs\n{message}"
+    );
     assert_eq!(std::fs::read(&journal).unwrap(), bytes, "nothing was cut");
 }
 
@@ -191,9 +227,24 @@ fn times_survive_a_restart_and_the_tool_exports_them_while_the_server_runs() {
     for menu in ["giiku-sai", "giiku-haku", "giiku-ten"] {
         create(&server, menu, None);
     }
-    assert_eq!(server.staff("POST", "/api/v1/stores/orders/stall-9-1/waiting-pickup").status, 200);
-    assert_eq!(server.staff("POST", "/api/v1/stores/orders/stall-9-1/complete").status, 200);
-    assert_eq!(server.staff("POST", "/api/v1/stores/orders/stall-9-2/waiting-pickup").status, 200);
+    assert_eq!(
+        server
+            .staff("POST", "/api/v1/stores/orders/stall-9-1/waiting-pickup")
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .staff("POST", "/api/v1/stores/orders/stall-9-1/complete")
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .staff("POST", "/api/v1/stores/orders/stall-9-2/waiting-pickup")
+            .status,
+        200
+    );
     let before = all_orders(&server);
     let first = &before[0];
     assert!(first["updated_at"].as_str() >= first["created_at"].as_str());
@@ -201,21 +252,40 @@ fn times_survive_a_restart_and_the_tool_exports_them_while_the_server_runs() {
     // Read-only and lock-free: works while the server holds the journal.
     let (code, out, err) = journal_tool(&["verify"], dir.path());
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("orders: 3 (pending 1, waitingPickup 1, completed 1)"), "{out}");
+    assert!(
+        out.contains("orders: 3 (pending 1, waitingPickup 1, completed 1)"),
+        "{out}"
+    );
     assert!(out.contains("last order number: 3"), "{out}");
-    let (code, jsonl, err) =
-        journal_tool(&["export", "--format", "jsonl", "--store-id", "stall-9"], dir.path());
+    let (code, jsonl, err) = journal_tool(
+        &["export", "--format", "jsonl", "--store-id", "stall-9"],
+        dir.path(),
+    );
     assert_eq!(code, Some(0), "{err}");
-    let exported: Vec<serde_json::Value> =
-        jsonl.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let exported: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     assert_eq!(exported, before, "export is the API's JSON of every order");
     let (code, csv, err) = journal_tool(&["export", "--store-id", "stall-9"], dir.path());
     assert_eq!(code, Some(0), "{err}");
     let rows: Vec<&str> = csv.lines().collect();
-    assert_eq!(rows[0], "id,order_number,menu_item_id,menu_name,status,created_at,updated_at");
+    assert_eq!(
+        rows[0],
+        "id,order_number,menu_item_id,menu_name,status,created_at,updated_at"
+    );
     assert_eq!(rows.len(), 4);
     let fields: Vec<&str> = rows[1].split(',').collect();
-    assert_eq!(fields[..5], ["stall-9-1", "1", "giiku-sai", "技育祭な いちご味", "completed"]);
+    assert_eq!(
+        fields[..5],
+        [
+            "stall-9-1",
+            "1",
+            "giiku-sai",
+            "技育祭な いちご味",
+            "completed"
+        ]
+    );
     assert_eq!(fields[5], first["created_at"]);
     assert_eq!(fields[6], first["updated_at"]);
 

@@ -68,7 +68,10 @@ fn create_and_get_orders_with_exact_errors() {
     let order = create(&server, "giiku-ten");
     // The original shape, plus the additive times (RFC 3339, UTC): a new order's last
     // change is its creation.
-    let created_at = order["created_at"].as_str().expect("created_at").to_string();
+    let created_at = order["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_string();
     assert!(
         created_at.len() == 24 && created_at.ends_with('Z') && created_at.as_bytes()[10] == b'T',
         "{created_at}"

@@ -18,7 +18,12 @@ fn a_torn_staff_token_file_refuses_to_start_and_says_what_to_do() {
     {
         let server = Server::start_with_token(dir.path(), &[], None);
         let auth = format!("Bearer {token}");
-        let list = server.request("GET", "/api/v1/stores/orders", &[("Authorization", &auth)], b"");
+        let list = server.request(
+            "GET",
+            "/api/v1/stores/orders",
+            &[("Authorization", &auth)],
+            b"",
+        );
         assert_eq!(list.status, 200);
     }
     let third = token.len() / 3;
@@ -27,13 +32,24 @@ fn a_torn_staff_token_file_refuses_to_start_and_says_what_to_do() {
     let data_dir = dir.path().to_str().unwrap();
     for torn in [token.as_bytes()[..third].to_vec(), last_third_only] {
         std::fs::write(&token_path, &torn).unwrap();
-        let (code, _, stderr) = run_to_exit(&["--listen", "127.0.0.1:0", "--data-dir", data_dir], None);
+        let (code, _, stderr) =
+            run_to_exit(&["--listen", "127.0.0.1:0", "--data-dir", data_dir], None);
         assert_eq!(code, Some(1), "refuses to start: {stderr}");
-        assert!(stderr.contains(&token_path.display().to_string()), "{stderr}");
-        assert!(stderr.contains(&format!("holds {} bytes", torn.len())), "{stderr}");
+        assert!(
+            stderr.contains(&token_path.display().to_string()),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("holds {} bytes", torn.len())),
+            "{stderr}"
+        );
         assert!(stderr.contains("Delete the file"), "{stderr}");
         assert!(!stderr.contains("listening on"), "{stderr}");
-        assert_eq!(std::fs::read(&token_path).unwrap(), torn, "left for the operator");
+        assert_eq!(
+            std::fs::read(&token_path).unwrap(),
+            torn,
+            "left for the operator"
+        );
     }
     // Following the advice: a new token is generated and the server starts.
     std::fs::remove_file(&token_path).unwrap();
@@ -42,7 +58,12 @@ fn a_torn_staff_token_file_refuses_to_start_and_says_what_to_do() {
     assert_eq!(fresh.len(), token.len());
     assert_ne!(fresh, token);
     let auth = format!("Bearer {fresh}");
-    let list = server.request("GET", "/api/v1/stores/orders", &[("Authorization", &auth)], b"");
+    let list = server.request(
+        "GET",
+        "/api/v1/stores/orders",
+        &[("Authorization", &auth)],
+        b"",
+    );
     assert_eq!(list.status, 200);
 }
 

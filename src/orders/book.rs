@@ -399,10 +399,9 @@ impl Committer {
         records: &mut BatchEncoder,
     ) -> Result<Order, OrderError> {
         let (tentative, index) = (&self.tentative, &*self.shared.index);
-        match self
-            .rules
-            .create(menu, key, time_ms, |number| current(tentative, index, number))?
-        {
+        match self.rules.create(menu, key, time_ms, |number| {
+            current(tentative, index, number)
+        })? {
             Creation::Existing(order) => Ok(order),
             Creation::New(record) => Ok(self.append(&record, records)),
         }
@@ -416,9 +415,9 @@ impl Committer {
         records: &mut BatchEncoder,
     ) -> Result<Order, OrderError> {
         let (tentative, index) = (&self.tentative, &*self.shared.index);
-        let record = self
-            .rules
-            .advance(number, to, time_ms, |number| current(tentative, index, number))?;
+        let record = self.rules.advance(number, to, time_ms, |number| {
+            current(tentative, index, number)
+        })?;
         Ok(self.append(&record, records))
     }
 
@@ -534,7 +533,9 @@ fn current(tentative: &HashMap<u64, Order>, index: &OrderIndex, number: u64) -> 
 fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
         .min(TIME_MS_MAX)
 }
 

@@ -90,7 +90,11 @@ mod tests {
     fn a_leftover_temporary_is_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        fs::write(dir.path().join("journal.new"), b"half of an earlier attempt").unwrap();
+        fs::write(
+            dir.path().join("journal.new"),
+            b"half of an earlier attempt",
+        )
+        .unwrap();
         replace_file(&path, b"whole", 0o644).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"whole");
         assert!(!dir.path().join("journal.new").exists());

@@ -259,7 +259,8 @@ fn scan_batches(bytes: &[u8], journal_id: u64) -> Result<Scan, Damage> {
             DecodedBatch::Incomplete => "the last batch is incomplete",
             DecodedBatch::Corrupt(reason) => reason,
         };
-        let plausible_seqs = next_seq..=next_seq + ((bytes.len() - offset) / MIN_RECORD_BYTES) as u64;
+        let plausible_seqs =
+            next_seq..=next_seq + ((bytes.len() - offset) / MIN_RECORD_BYTES) as u64;
         if let Some((later_offset, later)) =
             record::find_batch(bytes, offset, journal_id, plausible_seqs)
         {
@@ -386,7 +387,9 @@ mod tests {
         for (i, record) in batches.iter_mut().flatten().enumerate() {
             let at = 1_000 + i as u64;
             match record {
-                Record::Create { time_ms, .. } | Record::Transition { time_ms, .. } => *time_ms = at,
+                Record::Create { time_ms, .. } | Record::Transition { time_ms, .. } => {
+                    *time_ms = at
+                }
             }
         }
         batches
@@ -495,11 +498,23 @@ mod tests {
     fn assert_recovers_to(path: &Path, bytes: &[u8], ends: &[usize], kept: usize, what: &str) {
         fs::write(path, bytes).unwrap();
         let recovered = recover(path).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let valid_len = if kept == 0 { HEADER_LEN } else { ends[kept - 1] };
+        let valid_len = if kept == 0 {
+            HEADER_LEN
+        } else {
+            ends[kept - 1]
+        };
         assert_eq!(recovered.valid_len, valid_len as u64, "{what}");
-        assert_eq!(recovered.torn_bytes, (bytes.len() - valid_len) as u64, "{what}");
+        assert_eq!(
+            recovered.torn_bytes,
+            (bytes.len() - valid_len) as u64,
+            "{what}"
+        );
         drop(recovered);
-        assert_eq!(fs::metadata(path).unwrap().len(), valid_len as u64, "{what}");
+        assert_eq!(
+            fs::metadata(path).unwrap().len(),
+            valid_len as u64,
+            "{what}"
+        );
     }
 
     #[test]
@@ -610,9 +625,18 @@ mod tests {
         let path = journal_path(&dir);
         let histories: [(&[Record<'_>], &str); 5] = [
             (&[create(2, 0, b"")], "order 1 comes next"),
-            (&[create(1, 0, b"k"), create(2, 0, b"k")], "reuses the idempotency key"),
-            (&[create(1, 0, b""), transition(1, Status::Completed)], "not a forward step"),
-            (&[create(1, 0, b""), transition(2, Status::WaitingPickup)], "never created"),
+            (
+                &[create(1, 0, b"k"), create(2, 0, b"k")],
+                "reuses the idempotency key",
+            ),
+            (
+                &[create(1, 0, b""), transition(1, Status::Completed)],
+                "not a forward step",
+            ),
+            (
+                &[create(1, 0, b""), transition(2, Status::WaitingPickup)],
+                "never created",
+            ),
             (
                 &[
                     create(1, 0, b""),
@@ -673,7 +697,11 @@ mod tests {
         old.extend_from_slice(&[0xAB; 7]); // a torn tail, not carried over
         fs::write(&path, &old).unwrap();
         let recovered = recover(&path).unwrap();
-        let statuses: Vec<_> = recovered.orders.iter().map(|o| (o.number, o.menu, o.status)).collect();
+        let statuses: Vec<_> = recovered
+            .orders
+            .iter()
+            .map(|o| (o.number, o.menu, o.status))
+            .collect();
         assert_eq!(
             statuses,
             vec![
@@ -696,7 +724,11 @@ mod tests {
         let new = fs::read(&path).unwrap();
         assert_eq!(new.len() as u64, valid_len);
         assert_eq!(record::read_header(&new), Ok(Header::V2 { journal_id: id }));
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
         // The next start reads version 2 and changes nothing.
         let again = recover(&path).unwrap();
         assert_eq!((again.journal_id, again.valid_len), (id, valid_len));
@@ -733,12 +765,18 @@ mod tests {
 
     #[test]
     fn the_upgrade_of_a_long_journal_splits_it_into_full_batches() {
-        let records: Vec<Record<'_>> =
-            (1..=record::BATCH_RECORDS_MAX as u64 + 5).map(|n| create(n, 0, b"")).collect();
+        let records: Vec<Record<'_>> = (1..=record::BATCH_RECORDS_MAX as u64 + 5)
+            .map(|n| create(n, 0, b""))
+            .collect();
         let records: Vec<Record<'_>> = records
             .into_iter()
             .map(|r| match r {
-                Record::Create { number, menu, idempotency_key, .. } => Record::Create {
+                Record::Create {
+                    number,
+                    menu,
+                    idempotency_key,
+                    ..
+                } => Record::Create {
                     number,
                     menu,
                     time_ms: TIME_UNKNOWN,

@@ -362,7 +362,9 @@ fn decode_batch_any_sequence(buf: &[u8], journal_id: u64) -> DecodedBatch<'_> {
         return DecodedBatch::Corrupt("the batch's record count is out of range");
     }
     let body_bytes = len.checked_sub(BATCH_HEADER_BYTES);
-    if !body_bytes.is_some_and(|n| (records * MIN_RECORD_BYTES..=records * MAX_RECORD_BYTES).contains(&n)) {
+    if !body_bytes
+        .is_some_and(|n| (records * MIN_RECORD_BYTES..=records * MAX_RECORD_BYTES).contains(&n))
+    {
         return DecodedBatch::Corrupt("the batch's length does not fit its record count");
     }
     let Some(body) = buf.get(BATCH_HEADER_BYTES..len) else {
@@ -526,7 +528,10 @@ mod tests {
         let DecodedBatch::Batch(batch) = decode_batch(&bytes, ID, 40) else {
             panic!("not a batch");
         };
-        assert_eq!((batch.first_seq, batch.records, batch.len), (40, 3, bytes.len()));
+        assert_eq!(
+            (batch.first_seq, batch.records, batch.len),
+            (40, 3, bytes.len())
+        );
         let read: Vec<_> = batch.records().collect();
         assert_eq!(read.len(), 3);
         for ((offset, record), owned) in read.iter().zip(&records) {
@@ -539,9 +544,18 @@ mod tests {
     #[test]
     fn a_batch_of_another_journal_or_sequence_is_corrupt() {
         let bytes = batch_of(&[transition(1)], 3);
-        assert!(matches!(decode_batch(&bytes, ID, 3), DecodedBatch::Batch(_)));
-        assert!(matches!(decode_batch(&bytes, ID, 4), DecodedBatch::Corrupt(_)));
-        assert!(matches!(decode_batch(&bytes, ID ^ 1, 3), DecodedBatch::Corrupt(_)));
+        assert!(matches!(
+            decode_batch(&bytes, ID, 3),
+            DecodedBatch::Batch(_)
+        ));
+        assert!(matches!(
+            decode_batch(&bytes, ID, 4),
+            DecodedBatch::Corrupt(_)
+        ));
+        assert!(matches!(
+            decode_batch(&bytes, ID ^ 1, 3),
+            DecodedBatch::Corrupt(_)
+        ));
     }
 
     #[test]

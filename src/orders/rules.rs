@@ -48,7 +48,11 @@ pub enum Violation {
     /// A status change of an order that does not exist.
     NoSuchOrder { number: u64 },
     /// A status change that is not the order's next step.
-    NotForward { number: u64, from: Status, to: Status },
+    NotForward {
+        number: u64,
+        from: Status,
+        to: Status,
+    },
     /// A record older than the one before it.
     BackInTime { time_ms: u64, latest_ms: u64 },
 }
@@ -342,7 +346,10 @@ mod tests {
             let order = create_order(&mut book, b"", 100 + number).unwrap();
             assert_eq!(order.number, number);
             assert_eq!(order.status, Status::Pending);
-            assert_eq!((order.created_ms, order.updated_ms), (100 + number, 100 + number));
+            assert_eq!(
+                (order.created_ms, order.updated_ms),
+                (100 + number, 100 + number)
+            );
         }
         assert_eq!(book.rules.orders(), 5);
         for number in [0, 1, 5, 7] {
@@ -374,7 +381,10 @@ mod tests {
                 let decided = book.rules.advance(1, to, 50, book.lookup());
                 if allowed {
                     let order = checked.unwrap();
-                    assert_eq!((order.status, order.created_ms, order.updated_ms), (to, 10, 50));
+                    assert_eq!(
+                        (order.status, order.created_ms, order.updated_ms),
+                        (to, 10, 50)
+                    );
                     assert!(decided.is_ok());
                 } else {
                     assert_eq!(
@@ -398,11 +408,13 @@ mod tests {
         create_order(&mut book, b"", 1).unwrap();
         for number in [0, 2, u64::MAX] {
             assert_eq!(
-                book.rules.check(&transition(number, Status::WaitingPickup, 1), book.lookup()),
+                book.rules
+                    .check(&transition(number, Status::WaitingPickup, 1), book.lookup()),
                 Err(Violation::NoSuchOrder { number })
             );
             assert_eq!(
-                book.rules.advance(number, Status::WaitingPickup, 1, book.lookup()),
+                book.rules
+                    .advance(number, Status::WaitingPickup, 1, book.lookup()),
                 Err(OrderError::NotFound)
             );
         }
@@ -439,7 +451,11 @@ mod tests {
     fn times_never_go_back() {
         let mut book = Replay::default();
         create_order(&mut book, b"", 1_000).unwrap();
-        assert_eq!(book.rules.stamp_ms(400), 1_000, "a clock stepped back is held");
+        assert_eq!(
+            book.rules.stamp_ms(400),
+            1_000,
+            "a clock stepped back is held"
+        );
         assert_eq!(book.rules.stamp_ms(2_000), 2_000);
         assert_eq!(
             book.apply(&create(2, b"", 999)),
@@ -456,7 +472,8 @@ mod tests {
             })
         );
         // The same millisecond is fine.
-        book.apply(&transition(1, Status::WaitingPickup, 1_000)).unwrap();
+        book.apply(&transition(1, Status::WaitingPickup, 1_000))
+            .unwrap();
         // A refused record changed nothing.
         assert_eq!(book.rules.orders(), 1);
     }

@@ -60,7 +60,9 @@ pub fn upgrade(bytes: &[u8], journal_id: u64) -> Result<Upgrade, Damage> {
     let mut batch = BatchEncoder::default();
     let mut first_seq = 1;
     let tail = read(bytes, |record| {
-        replay.apply(&record).map_err(|violation| violation.to_string())?;
+        replay
+            .apply(&record)
+            .map_err(|violation| violation.to_string())?;
         batch.push(&record);
         if batch.records() == BATCH_RECORDS_MAX {
             out.extend_from_slice(&mem::take(&mut batch).finish(journal_id, first_seq));
@@ -278,7 +280,13 @@ mod tests {
         let (bytes, ends) = journal(&sample());
         let (records, tail) = read_all(&bytes).unwrap();
         assert_eq!(records, sample());
-        assert_eq!(tail, Tail { valid_len: ends[2], next_seq: 4 });
+        assert_eq!(
+            tail,
+            Tail {
+                valid_len: ends[2],
+                next_seq: 4
+            }
+        );
     }
 
     #[test]
@@ -300,7 +308,11 @@ mod tests {
         bytes[ends[0] + 20] ^= 0x40;
         let damage = read_all(&bytes).unwrap_err();
         assert_eq!(damage.offset, ends[0] as u64);
-        assert!(damage.reason.contains("yet a valid record"), "{}", damage.reason);
+        assert!(
+            damage.reason.contains("yet a valid record"),
+            "{}",
+            damage.reason
+        );
     }
 
     #[test]
