@@ -39,7 +39,7 @@ use crate::menu::{MenuIndex, MENU};
 use crate::orders::index::OrderIndex;
 use crate::orders::journal::{JournalError, Recovered};
 use crate::orders::record::{self, BatchEncoder, DecodedBatch, Record, BATCH_RECORDS_MAX};
-use crate::orders::rules::{Creation, Rules};
+use crate::orders::rules::{Creation, Refusal, Rules};
 use crate::orders::{Order, Status, IDEMPOTENCY_KEY_BYTES_MAX, TIME_MS_MAX};
 
 /// Requests that may wait for the committer; beyond this the book answers
@@ -87,6 +87,16 @@ impl fmt::Display for OrderError {
 }
 
 impl std::error::Error for OrderError {}
+
+impl From<Refusal> for OrderError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotFound => OrderError::NotFound,
+            Refusal::WrongStatus { current } => OrderError::WrongStatus { current },
+            Refusal::Full => OrderError::Full,
+        }
+    }
+}
 
 /// Journal counters for `/metrics`.
 #[derive(Debug, Clone)]

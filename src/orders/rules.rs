@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::menu::MenuIndex;
-use crate::orders::book::OrderError;
 use crate::orders::index::OrderIndex;
 use crate::orders::record::Record;
 use crate::orders::{Order, Status};
@@ -91,6 +90,17 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Why the rules refuse a request: an answer for whoever asked, not damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No order has that number.
+    NotFound,
+    /// The order's status is not the one the move starts from.
+    WrongStatus { current: Status },
+    /// The store has used every order number it can hold.
+    Full,
+}
+
 /// What a create request becomes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Creation<'k> {
@@ -139,7 +149,7 @@ impl Rules {
         key: &'k [u8],
         time_ms: u64,
         lookup: impl Fn(u64) -> Option<Order>,
-    ) -> Result<Creation<'k>, OrderError> {
+    ) -> Result<Creation<'k>, Refusal> {
         if let Some(number) = (!key.is_empty()).then(|| self.order_of_key(key)).flatten() {
             let order = lookup(number).expect("an idempotency key names an existing order");
             return Ok(Creation::Existing(order));
@@ -152,7 +162,7 @@ impl Rules {
         };
         match self.check(&record, lookup) {
             Ok(_) => Ok(Creation::New(record)),
-            Err(Violation::OverCapacity { .. }) => Err(OrderError::Full),
+            Err(Violation::OverCapacity { .. }) => Err(Refusal::Full),
             Err(violation) => panic!("a create the rules made breaks them: {violation}"),
         }
     }
@@ -164,7 +174,7 @@ impl Rules {
         to: Status,
         time_ms: u64,
         lookup: impl Fn(u64) -> Option<Order>,
-    ) -> Result<Record<'static>, OrderError> {
+    ) -> Result<Record<'static>, Refusal> {
         let record = Record::Transition {
             number,
             status: to,
@@ -172,10 +182,8 @@ impl Rules {
         };
         match self.check(&record, lookup) {
             Ok(_) => Ok(record),
-            Err(Violation::NoSuchOrder { .. }) => Err(OrderError::NotFound),
-            Err(Violation::NotForward { from, .. }) => {
-                Err(OrderError::WrongStatus { current: from })
-            }
+            Err(Violation::NoSuchOrder { .. }) => Err(Refusal::NotFound),
+            Err(Violation::NotForward { from, .. }) => Err(Refusal::WrongStatus { current: from }),
             Err(violation) => panic!("a status change the rules made breaks them: {violation}"),
         }
     }
@@ -305,7 +313,7 @@ mod tests {
     use super::*;
 
     /// Asks the rules, then applies what they decided, as the committer does.
-    fn create_order(book: &mut Replay, key: &[u8], time_ms: u64) -> Result<Order, OrderError> {
+    fn create_order(book: &mut Replay, key: &[u8], time_ms: u64) -> Result<Order, Refusal> {
         match book.rules.create(1, key, time_ms, book.lookup())? {
             Creation::Existing(order) => Ok(order),
             Creation::New(record) => Ok(book.apply(&record).unwrap()),
@@ -317,7 +325,7 @@ mod tests {
         number: u64,
         to: Status,
         time_ms: u64,
-    ) -> Result<Order, OrderError> {
+    ) -> Result<Order, Refusal> {
         let record = book.rules.advance(number, to, time_ms, book.lookup())?;
         Ok(book.apply(&record).unwrap())
     }
@@ -396,7 +404,7 @@ mod tests {
                         }),
                         "{from:?} -> {to:?}"
                     );
-                    assert_eq!(decided, Err(OrderError::WrongStatus { current: from }));
+                    assert_eq!(decided, Err(Refusal::WrongStatus { current: from }));
                 }
             }
         }
@@ -415,7 +423,7 @@ mod tests {
             assert_eq!(
                 book.rules
                     .advance(number, Status::WaitingPickup, 1, book.lookup()),
-                Err(OrderError::NotFound)
+                Err(Refusal::NotFound)
             );
         }
     }
@@ -492,7 +500,7 @@ mod tests {
         rules
             .apply(&create(OrderIndex::CAPACITY_MAX, b"", 1), none)
             .unwrap();
-        assert_eq!(rules.create(0, b"", 1, none), Err(OrderError::Full));
+        assert_eq!(rules.create(0, b"", 1, none), Err(Refusal::Full));
         let beyond = OrderIndex::CAPACITY_MAX + 1;
         assert_eq!(
             rules.check(&create(beyond, b"", 1), none),
