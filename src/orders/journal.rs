@@ -742,7 +742,7 @@ mod tests {
         let old = v1_journal(&sample_batches().concat());
         fs::write(&path, &old).unwrap();
         // What a crash mid-upgrade leaves: the old file and half a new one beside it.
-        fs::write(dir.path().join("orders.journal.new"), &[0x55; 100]).unwrap();
+        fs::write(dir.path().join("orders.journal.new"), [0x55; 100]).unwrap();
         let recovered = recover(&path).unwrap();
         assert_eq!(recovered.orders.len(), 3);
         drop(recovered);
