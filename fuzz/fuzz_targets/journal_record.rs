@@ -31,13 +31,23 @@ fn check_record(buf: &[u8]) {
     let Ok((record, len)) = decode(&exact) else {
         return;
     };
-    assert!(len <= exact.len(), "len {len} past a buffer of {}", exact.len());
-    assert!((MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&len), "len {len}");
+    assert!(
+        len <= exact.len(),
+        "len {len} past a buffer of {}",
+        exact.len()
+    );
+    assert!(
+        (MIN_RECORD_BYTES..=MAX_RECORD_BYTES).contains(&len),
+        "len {len}"
+    );
     let mut again = Vec::new();
     encode(&record, &mut again);
     assert_eq!(again, &exact[..len], "{record:?} re-encodes differently");
     for cut in 0..len {
-        assert!(decode(&exact[..cut].to_vec()).is_err(), "a {cut}-byte prefix decodes");
+        assert!(
+            decode(&exact[..cut].to_vec()).is_err(),
+            "a {cut}-byte prefix decodes"
+        );
     }
 }
 
@@ -57,12 +67,26 @@ fn check_batch(buf: &[u8], seq: u64) {
         count += 1;
     }
     assert_eq!(count, batch.records);
-    assert_eq!(again.finish(ID, seq), &exact[..batch.len], "re-encodes differently");
+    assert_eq!(
+        again.finish(ID, seq),
+        &exact[..batch.len],
+        "re-encodes differently"
+    );
     for cut in 0..batch.len {
-        assert_eq!(decode_batch(&exact[..cut].to_vec(), ID, seq), DecodedBatch::Incomplete, "cut {cut}");
+        assert_eq!(
+            decode_batch(&exact[..cut].to_vec(), ID, seq),
+            DecodedBatch::Incomplete,
+            "cut {cut}"
+        );
     }
-    assert!(matches!(decode_batch(&exact, ID, seq.wrapping_add(1)), DecodedBatch::Corrupt(_)));
-    assert!(matches!(decode_batch(&exact, ID ^ 1, seq), DecodedBatch::Corrupt(_)));
+    assert!(matches!(
+        decode_batch(&exact, ID, seq.wrapping_add(1)),
+        DecodedBatch::Corrupt(_)
+    ));
+    assert!(matches!(
+        decode_batch(&exact, ID ^ 1, seq),
+        DecodedBatch::Corrupt(_)
+    ));
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -109,7 +133,11 @@ fuzz_target!(|data: &[u8]| {
     };
     // The file header check never panics either.
     let _ = read_header(rest);
-    let seq = if mode & 2 == 0 { u64::from(mode >> 2) } else { u64_at(rest, 0) };
+    let seq = if mode & 2 == 0 {
+        u64::from(mode >> 2)
+    } else {
+        u64_at(rest, 0)
+    };
 
     if mode & 1 == 0 {
         // Raw: [seq u64][buffer…].

@@ -45,7 +45,11 @@ fn scripted(mut script: &[u8], out: &mut Vec<u8>) {
             time_ms + u64::from(*b)
         };
         let record = if kind & 1 == 0 {
-            let number = if a & 0x10 == 0 { created + 1 } else { created + nudge };
+            let number = if a & 0x10 == 0 {
+                created + 1
+            } else {
+                created + nudge
+            };
             let key_len = usize::from(*key_len % 8).min(rest.len());
             let key = &rest[..key_len];
             script = &rest[key_len..];
@@ -89,7 +93,11 @@ fn check(path: &Path, contents: &[u8]) {
     std::fs::write(path, contents).expect("write the journal");
     let Ok(recovered) = recover(path) else {
         // An error must leave the file alone.
-        assert_eq!(std::fs::read(path).unwrap(), contents, "a failed recovery changed the file");
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            contents,
+            "a failed recovery changed the file"
+        );
         return;
     };
     let mut previous_created_ms = TIME_UNKNOWN;
@@ -107,7 +115,10 @@ fn check(path: &Path, contents: &[u8]) {
     assert!(recovered.valid_len >= HEADER_LEN as u64);
     let upgraded = contents.get(8) == Some(&1);
     if !upgraded {
-        assert_eq!(recovered.valid_len + recovered.torn_bytes, contents.len() as u64);
+        assert_eq!(
+            recovered.valid_len + recovered.torn_bytes,
+            contents.len() as u64
+        );
     }
     let orders = recovered.orders.clone();
     let next_seq = recovered.next_seq;
