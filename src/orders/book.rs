@@ -781,6 +781,30 @@ mod tests {
     }
 
     #[test]
+    fn orders_carry_their_commit_times_through_recovery() {
+        let dir = TempDir::new().unwrap();
+        let path = journal(&dir);
+        let before_ms = wall_clock_ms();
+        let (created, moved) = on_executor(async {
+            let (book, index) = open(&path).await;
+            let created = book.create(1, None).await.unwrap();
+            let moved = book
+                .advance(created.number, Status::WaitingPickup)
+                .await
+                .unwrap();
+            assert_eq!(index.get(created.number), Some(moved));
+            book.shutdown().await;
+            (created, moved)
+        });
+        let after_ms = wall_clock_ms();
+        assert!((before_ms..=after_ms).contains(&created.created_ms));
+        assert_eq!(created.updated_ms, created.created_ms);
+        assert_eq!(moved.created_ms, created.created_ms);
+        assert!((created.created_ms..=after_ms).contains(&moved.updated_ms));
+        assert_eq!(recover(&path).unwrap().orders, vec![moved]);
+    }
+
+    #[test]
     fn observers_see_each_change_once_published() {
         let dir = TempDir::new().unwrap();
         let path = journal(&dir);
