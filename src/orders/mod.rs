@@ -12,6 +12,8 @@ mod v1;
 
 use std::fmt;
 
+use chrono::{Datelike, Timelike};
+
 use crate::menu::{self, MenuIndex};
 
 /// The longest idempotency key a create can carry (SPEC.md §1: 1–128 bytes). The HTTP
@@ -109,10 +111,20 @@ impl fmt::Display for Rfc3339 {
             .then(|| i64::try_from(self.0).ok())
             .flatten()
             .and_then(chrono::DateTime::from_timestamp_millis);
-        match time {
-            Some(time) => write!(f, "{}", time.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
-            None => Ok(()),
-        }
+        let Some(time) = time else { return Ok(()) };
+        // Plain integer formatting: a strftime pattern is parsed again on every call,
+        // and this runs for every order answered.
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            time.year(),
+            time.month(),
+            time.day(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            time.timestamp_subsec_millis()
+        )
     }
 }
 
@@ -168,6 +180,11 @@ mod tests {
         assert!(json["created_at"].is_null() && json["updated_at"].is_null());
         assert_eq!(Rfc3339(TIME_UNKNOWN).to_string(), "");
         assert_eq!(Rfc3339(TIME_MS_MAX).to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Rfc3339(1).to_string(), "1970-01-01T00:00:00.001Z");
+        assert_eq!(
+            Rfc3339(951_782_400_000).to_string(),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
