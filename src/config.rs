@@ -286,6 +286,9 @@ pub enum Command {
     Serve(Box<Config>),
     /// `kakigori healthcheck`: probe `/healthz` of a running server (for container health checks).
     Healthcheck(Box<Config>),
+    /// `kakigori journal verify|export [--format csv|jsonl]`: the operator's journal
+    /// tool (`orders::tool`), on the journal of `--data-dir`.
+    Journal(crate::orders::tool::Action, Box<Config>),
 }
 
 /// kakigori — real-time backend for a chanting shaved-ice stand
@@ -303,8 +306,29 @@ struct Cli {
     /// what to do instead of serving; the options may come before or after it
     #[arg(value_enum, value_name = "COMMAND")]
     action: Option<Action>,
+    /// after `journal`: what to do with the journal of --data-dir
+    #[arg(value_enum, value_name = "JOURNAL_ACTION")]
+    journal_action: Option<JournalAction>,
+    /// after `journal export`: the format of the orders written to standard output
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    format: Option<ExportFormat>,
     #[command(flatten)]
     config: Config,
+}
+
+/// What `kakigori journal` does; read-only, safe while a server runs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum JournalAction {
+    /// check every batch and record, print orders by status and the last number; exit 1 on damage
+    Verify,
+    /// write every order with its times, for the shop's books (default csv)
+    Export,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Jsonl,
 }
 
 /// A command word among the options, rather than a clap subcommand: the options stay
@@ -313,6 +337,8 @@ struct Cli {
 enum Action {
     /// exit 0 if the server at --listen answers /healthz with 200 (for container health checks)
     Healthcheck,
+    /// look at the order journal: `journal verify` or `journal export [--format csv|jsonl]`
+    Journal,
 }
 
 /// CPUs this process may run on (it may have been started under `taskset`).
@@ -350,10 +376,29 @@ where
     // An empty key (`KAKIGORI_GEMINI_API_KEY=` in an env file) means no key.
     cli.config.gemini_api_key = cli.config.gemini_api_key.filter(|key| !key.is_empty());
     let config = Box::new(cli.config);
-    Ok(match cli.action {
-        None => Command::Serve(config),
-        Some(Action::Healthcheck) => Command::Healthcheck(config),
-    })
+    use crate::orders::tool::{Action as Tool, Format};
+    let misuse = |cmd: &mut clap::Command, message: &str| {
+        cmd.error(clap::error::ErrorKind::ArgumentConflict, message)
+    };
+    match (cli.action, cli.journal_action, cli.format) {
+        (Some(Action::Journal), None, _) => Err(misuse(&mut cmd, "journal needs verify or export")),
+        (Some(Action::Journal), Some(JournalAction::Verify), Some(_)) | (_, None, Some(_)) => {
+            Err(misuse(&mut cmd, "--format goes after journal export"))
+        }
+        (Some(Action::Journal), Some(JournalAction::Verify), None) => {
+            Ok(Command::Journal(Tool::Verify, config))
+        }
+        (Some(Action::Journal), Some(JournalAction::Export), format) => {
+            let format = match format {
+                None | Some(ExportFormat::Csv) => Format::Csv,
+                Some(ExportFormat::Jsonl) => Format::Jsonl,
+            };
+            Ok(Command::Journal(Tool::Export(format), config))
+        }
+        (_, Some(_), _) => Err(misuse(&mut cmd, "verify and export go after journal")),
+        (None, None, None) => Ok(Command::Serve(config)),
+        (Some(Action::Healthcheck), None, None) => Ok(Command::Healthcheck(config)),
+    }
 }
 
 /// clap names the flag even when the bad value came from its environment variable

@@ -1,4 +1,5 @@
-//! The `kakigori` binary: parse the configuration, then serve (or probe a server).
+//! The `kakigori` binary: parse the configuration, then serve (or probe a server, or
+//! look at the journal).
 
 use kakigori::config::{self, Command};
 use std::process::ExitCode;
@@ -8,6 +9,21 @@ fn main() -> ExitCode {
     let command = config::parse(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match command {
         Command::Healthcheck(config) => kakigori::healthcheck::probe(&config),
+        Command::Journal(action, config) => {
+            let mut stdout = std::io::stdout().lock();
+            match kakigori::orders::tool::run(
+                action,
+                &config.data_dir,
+                &config.store_id,
+                &mut stdout,
+            ) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kakigori: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(config) => {
             kakigori::logger::init(&config.log);
             match kakigori::runtime::run(*config) {

@@ -66,10 +66,21 @@ fn health_menu_and_cors() {
 fn create_and_get_orders_with_exact_errors() {
     let server = Server::start(&["--store-id", "store-007"]);
     let order = create(&server, "giiku-ten");
+    // The original shape, plus the additive times (RFC 3339, UTC): a new order's last
+    // change is its creation.
+    let created_at = order["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_string();
+    assert!(
+        created_at.len() == 24 && created_at.ends_with('Z') && created_at.as_bytes()[10] == b'T',
+        "{created_at}"
+    );
     assert_eq!(
         order,
         serde_json::json!({"id": "store-007-1", "menu_item_id": "giiku-ten", "menu_name": "技育展な ブルーハワイ味",
-                           "status": "pending", "order_number": 1})
+                           "status": "pending", "order_number": 1,
+                           "created_at": created_at, "updated_at": created_at})
     );
     assert_eq!(create(&server, "giiku-camp")["order_number"], 2);
     let fetched = server.get("/api/v1/stores/orders/store-007-1");

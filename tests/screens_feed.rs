@@ -78,10 +78,15 @@ fn kitchen_needs_the_token_then_follows_every_change() {
     );
     assert_eq!(close_code(&mut intruder), Some(1008));
 
-    server.post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-sai"}"#);
+    let first = server
+        .post("/api/v1/stores/orders", r#"{"menu_item_id":"giiku-sai"}"#)
+        .json();
     let (mut kitchen, snapshot) = kitchen(&server);
     assert_eq!(snapshot["orders"][0]["id"], "store-001-1");
-    assert!(snapshot["orders"][0]["created_at"].is_u64());
+    // The card's age comes from the order's own time, the one REST gives.
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(snapshot["orders"][0]["created_at"], first["created_at"]);
+    assert_eq!(snapshot["orders"][0]["updated_at"], first["created_at"]);
 
     let mut board = server.ws("/ws/board");
     let snapshot = message(&mut board);

@@ -1,39 +1,50 @@
 //! `kakigori::orders::journal::recover` on arbitrary file contents.
 //!
 //! Input layout: byte 0 picks how the file is made:
-//! * bit 0 clear: a valid journal header, then the rest; set: the rest as-is
-//!   (usually an invalid header);
-//! * bit 1 set: the rest is a script of records ([kind, a, b, key len, key…]),
-//!   encoded with correct sequence numbers and checksums so the replay rules
-//!   are reached, followed by damage; clear: the rest is raw bytes.
+//! * bit 0 clear: a valid version 2 header, then the rest; set: the rest as-is
+//!   (an invalid header, or a version 1 journal such as the committed seed);
+//! * bit 1 set: the rest is a script of records ([kind, a, b, key len, key…]) put
+//!   into batches with correct checksums, so the order rules are reached, followed by
+//!   damage; clear: the rest is raw bytes.
 //!
-//! Invariants: never panics; either errors, or returns orders numbered 1..=n
-//! in order, idempotency keys pointing at them, a torn tail cut so the file is
-//! exactly `valid_len` long, and a second recovery of the cut file agrees with
-//! the first and cuts nothing.
+//! Invariants: never panics (the upgrade of a version 1 journal included); either
+//! errors and leaves the file alone, or returns orders numbered 1..=n in order with
+//! times that never run backwards, idempotency keys naming them, the file exactly
+//! `valid_len` long (cut, or upgraded), and a second recovery agrees with the first
+//! and cuts nothing.
 #![no_main]
 
 use std::path::Path;
 
 use kakigori::orders::journal::recover;
-use kakigori::orders::record::{encode, encode_header, Record, HEADER_LEN};
-use kakigori::orders::Status;
+use kakigori::orders::record::{encode_header, BatchEncoder, Record, HEADER_LEN};
+use kakigori::orders::{Status, TIME_UNKNOWN};
 use libfuzzer_sys::fuzz_target;
 
-/// Turns a script into records: each step is [kind, a, b, key length, key…].
-/// Numbers stay small (relative to the orders so far) so replay rules are hit.
-fn scripted(mut script: &[u8], out: &mut Vec<u8>) -> usize {
+const ID: u64 = 0x6b61_6b69_676f_7269;
+
+/// Turns a script into batches. Each step is [kind, a, b, key length, key…]; numbers
+/// stay small (relative to the orders so far) so the rules are hit. Kind bits: 0x80
+/// stops (the rest is appended raw), 0x20 ends the batch after this record, 0x40 gives
+/// that batch a wrong first sequence number, 0x10 makes the time go back.
+fn scripted(mut script: &[u8], out: &mut Vec<u8>) {
     let mut seq = 1u64;
     let mut created = 0u64;
+    let mut time_ms = 1_000u64;
+    let mut batch = BatchEncoder::default();
+    let mut wrong_seq = false;
     while let [kind, a, b, key_len, rest @ ..] = script {
         if kind & 0x80 != 0 {
-            // Stop: whatever remains is appended raw (a torn or damaged tail).
             script = &script[1..];
             break;
         }
         let nudge = u64::from(*a % 5);
+        time_ms = if kind & 0x10 != 0 {
+            time_ms.saturating_sub(1)
+        } else {
+            time_ms + u64::from(*b)
+        };
         let record = if kind & 1 == 0 {
-            // Usually the next number; sometimes off by a little.
             let number = if a & 0x10 == 0 {
                 created + 1
             } else {
@@ -46,23 +57,36 @@ fn scripted(mut script: &[u8], out: &mut Vec<u8>) -> usize {
             Record::Create {
                 number,
                 menu: b % 4,
+                time_ms,
                 idempotency_key: key,
             }
         } else {
             script = rest;
-            let _ = key_len;
             Record::Transition {
                 number: nudge.min(created.max(1)),
                 status: Status::ALL[usize::from(*b) % 3],
+                time_ms,
             }
         };
-        // Sometimes a wrong sequence number.
-        let record_seq = if kind & 0x40 != 0 { seq + 1 } else { seq };
-        encode(record_seq, &record, out);
-        seq += 1;
+        batch.push(&record);
+        wrong_seq |= kind & 0x40 != 0;
+        if kind & 0x20 != 0 {
+            seal(&mut batch, &mut seq, wrong_seq, out);
+            wrong_seq = false;
+        }
     }
+    seal(&mut batch, &mut seq, wrong_seq, out);
     out.extend_from_slice(script);
-    seq as usize
+}
+
+fn seal(batch: &mut BatchEncoder, seq: &mut u64, wrong_seq: bool, out: &mut Vec<u8>) {
+    let records = batch.records() as u64;
+    if records == 0 {
+        return;
+    }
+    let first = if wrong_seq { *seq + 1 } else { *seq };
+    out.extend(std::mem::take(batch).finish(ID, first));
+    *seq += records;
 }
 
 fn check(path: &Path, contents: &[u8]) {
@@ -76,33 +100,35 @@ fn check(path: &Path, contents: &[u8]) {
         );
         return;
     };
+    let mut previous_created_ms = TIME_UNKNOWN;
     for (i, order) in recovered.orders.iter().enumerate() {
         assert_eq!(order.number, i as u64 + 1, "orders not numbered 1..=n");
         assert!(usize::from(order.menu) < 4);
+        // Times never run backwards: not within an order, not from order to order.
+        assert!(order.updated_ms >= order.created_ms, "{order:?}");
+        assert!(order.created_ms >= previous_created_ms, "{order:?}");
+        previous_created_ms = order.created_ms;
     }
-    let n = recovered.orders.len() as u64;
-    for &number in recovered.idempotency.values() {
-        assert!(
-            (1..=n).contains(&number),
-            "idempotency key names order {number} of {n}"
-        );
-    }
+    assert_eq!(recovered.rules.orders(), recovered.orders.len() as u64);
+    assert!(recovered.rules.keys() <= recovered.orders.len());
     assert!(recovered.next_seq >= 1);
     assert!(recovered.valid_len >= HEADER_LEN as u64);
-    assert_eq!(
-        recovered.valid_len + recovered.torn_bytes,
-        contents.len() as u64
-    );
+    let upgraded = contents.get(8) == Some(&1);
+    if !upgraded {
+        assert_eq!(
+            recovered.valid_len + recovered.torn_bytes,
+            contents.len() as u64
+        );
+    }
     let orders = recovered.orders.clone();
     let next_seq = recovered.next_seq;
     let valid_len = recovered.valid_len;
     drop(recovered); // releases the lock
     let on_disk = std::fs::read(path).unwrap();
-    assert_eq!(
-        on_disk,
-        &contents[..valid_len as usize],
-        "not cut at valid_len"
-    );
+    assert_eq!(on_disk.len() as u64, valid_len, "not cut at valid_len");
+    if !upgraded {
+        assert_eq!(on_disk, &contents[..valid_len as usize]);
+    }
 
     let again = recover(path).expect("a recovered journal recovers again");
     assert_eq!(again.orders, orders);
@@ -117,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut contents = Vec::new();
     if mode & 1 == 0 {
-        encode_header(&mut contents);
+        encode_header(ID, &mut contents);
     }
     if mode & 2 != 0 {
         scripted(rest, &mut contents);

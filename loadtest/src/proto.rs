@@ -171,6 +171,10 @@ pub struct OrderWire {
     pub menu_name: String,
     pub status: String,
     pub order_number: u64,
+    /// RFC 3339 in UTC (`…Z`); `null` only for orders journaled before times were kept.
+    pub created_at: Option<String>,
+    /// The last status change, same format, never before `created_at`.
+    pub updated_at: Option<String>,
 }
 
 /// `{"orders":[Order...]}` of the staff list.
@@ -190,7 +194,26 @@ impl OrderWire {
             menu_name: name,
             status,
             order_number: number,
+            created_at,
+            updated_at,
         } = self;
+        // One fixed-width format (`2026-07-01T09:30:00.123Z`), so text order is time order.
+        let well_formed = |t: &Option<String>| {
+            t.as_ref()
+                .is_none_or(|t| t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T')
+        };
+        if !well_formed(&created_at) || !well_formed(&updated_at) {
+            return Err(format!(
+                "{id}: times {created_at:?} / {updated_at:?} are not RFC 3339 UTC with milliseconds"
+            ));
+        }
+        if let (Some(created), Some(updated)) = (&created_at, &updated_at) {
+            if updated < created {
+                return Err(format!(
+                    "{id}: updated_at {updated} before created_at {created}"
+                ));
+            }
+        }
         if number == 0 {
             return Err(format!("{id}: order_number 0 (numbering starts at 1)"));
         }
@@ -330,8 +353,19 @@ mod tests {
 
     #[test]
     fn orders() {
-        let v = json!({"id":"store-001-7","menu_item_id":"giiku-sai","menu_name":"技育祭な いちご味","status":"pending","order_number":7});
+        let v = json!({"id":"store-001-7","menu_item_id":"giiku-sai","menu_name":"技育祭な いちご味","status":"pending","order_number":7,
+                       "created_at":"2026-07-01T09:30:00.123Z","updated_at":"2026-07-01T09:30:00.123Z"});
         let o = parse_order(&v).unwrap();
+        let mut unknown = v.clone();
+        unknown["created_at"] = Value::Null;
+        unknown["updated_at"] = Value::Null;
+        assert!(parse_order(&unknown).is_ok());
+        let mut bad = v.clone();
+        bad["updated_at"] = json!("2026-07-01T09:29:59.999Z");
+        assert!(parse_order(&bad).is_err());
+        let mut bad = v.clone();
+        bad["created_at"] = json!(1782898200);
+        assert!(parse_order(&bad).is_err());
         assert_eq!(o.store, "store-001");
         assert_eq!(o.number, 7);
         let mut bad = v.clone();

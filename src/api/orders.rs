@@ -6,13 +6,10 @@ use crate::http::request::Head;
 use crate::http::response::{self, Status as Http};
 use crate::menu;
 use crate::orders::book::OrderError;
-use crate::orders::{Order, Status};
+use crate::orders::{Order, Status, IDEMPOTENCY_KEY_BYTES_MAX};
 
 /// Orders listed between chances for the core's other tasks to run.
 const ORDERS_PER_YIELD: usize = 4096;
-
-/// `Idempotency-Key` values longer than this are refused (SPEC.md §1).
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
 
 /// What an order id in a path names.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,13 +1,16 @@
 //! The order book on the owner core: takes create/advance requests, makes them durable
 //! with group commit, then publishes them.
 //!
-//! Requests wait in a bounded queue. One committer task takes everything queued,
-//! checks each request against the owner's state (the index's committed orders plus
-//! the earlier requests of the same batch), encodes the resulting records into one
-//! buffer, writes it at the journal's tail and fdatasyncs once. Only then does it
-//! publish the changes to the shared index, tell the observers and answer the
-//! requests. Requests arriving while a sync is in flight form the next batch, so the
-//! number of syncs follows the disk's speed, not the request rate.
+//! Requests wait in a bounded queue. One committer task takes everything queued and
+//! asks the order rules (`rules.rs`) what each request becomes, against the owner's
+//! state (the index's committed orders plus the earlier requests of the same batch).
+//! Each resulting record is encoded into one batch, read back from its bytes and
+//! applied through the same rules replay will use, so nothing reaches the disk that
+//! recovery would refuse. The sealed batch is written at the journal's tail with one
+//! write and one fdatasync. Only then does the committer publish the changes to the
+//! shared index, tell the observers and answer the requests. Requests arriving while a
+//! sync is in flight form the next batch, so the number of syncs follows the disk's
+//! speed, not the request rate.
 //!
 //! If a write or sync fails, what is on disk is unknown: the book refuses that batch
 //! and everything after it (`Unavailable`) rather than ever acknowledge an order that
@@ -25,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use futures_channel::oneshot;
 use glommio::io::{BufferedFile, OpenOptions};
 use glommio::Task;
 use hdrhistogram::Histogram;
@@ -34,12 +38,15 @@ use hdrhistogram::Histogram;
 use crate::menu::{MenuIndex, MENU};
 use crate::orders::index::OrderIndex;
 use crate::orders::journal::{JournalError, Recovered};
-use crate::orders::record::{self, Record, MAX_IDEMPOTENCY_KEY_BYTES};
-use crate::orders::{Order, Status};
+use crate::orders::record::{self, BatchEncoder, DecodedBatch, Record, BATCH_RECORDS_MAX};
+use crate::orders::rules::{Creation, Refusal, Rules};
+use crate::orders::{Order, Status, IDEMPOTENCY_KEY_BYTES_MAX, TIME_MS_MAX};
 
 /// Requests that may wait for the committer; beyond this the book answers
 /// `Unavailable` at once instead of letting memory and latency grow without bound.
+/// A batch is everything queued, so this also bounds a batch.
 const QUEUE_CAPACITY: usize = 65_536;
+const _: () = assert!(QUEUE_CAPACITY <= BATCH_RECORDS_MAX);
 /// Sync latencies above a minute are recorded as a minute.
 const SYNC_LATENCY_MAX_US: u64 = 60_000_000;
 
@@ -80,6 +87,16 @@ impl fmt::Display for OrderError {
 }
 
 impl std::error::Error for OrderError {}
+
+impl From<Refusal> for OrderError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotFound => OrderError::NotFound,
+            Refusal::WrongStatus { current } => OrderError::WrongStatus { current },
+            Refusal::Full => OrderError::Full,
+        }
+    }
+}
 
 /// Journal counters for `/metrics`.
 #[derive(Debug, Clone)]
@@ -148,6 +165,7 @@ impl OrderBook {
             recovered.orders.len() as u64,
             "publish the recovered orders into the index before starting the book"
         );
+        assert_eq!(recovered.rules.orders(), index.len());
         let shared = Rc::new(Shared {
             queue: RefCell::new(Queue {
                 waiting: VecDeque::new(),
@@ -169,8 +187,8 @@ impl OrderBook {
             path: path.to_owned(),
             tail_bytes: recovered.valid_len,
             next_seq: recovered.next_seq,
-            next_number: recovered.orders.len() as u64 + 1,
-            idempotency: recovered.idempotency,
+            journal_id: recovered.journal_id,
+            rules: recovered.rules,
             batch: VecDeque::new(),
             tentative: HashMap::new(),
             changes: Vec::new(),
@@ -201,7 +219,7 @@ impl OrderBook {
             "menu index {menu} is not on the menu"
         );
         let key = match idempotency_key {
-            Some(key) if key.len() > MAX_IDEMPOTENCY_KEY_BYTES => {
+            Some(key) if key.len() > IDEMPOTENCY_KEY_BYTES_MAX => {
                 return Err(OrderError::Unavailable)
             }
             Some(key) if !key.is_empty() => Some(Box::from(key)),
@@ -247,31 +265,21 @@ impl OrderBook {
 
     /// Queues one request and waits for the committer's answer.
     async fn submit(&self, request: impl FnOnce(Reply) -> Request) -> Result<Order, OrderError> {
-        let answer = Rc::new(RefCell::new(Answer::default()));
+        let (reply, answer) = oneshot::channel();
         let committer_waker = {
             let mut queue = self.shared.queue.borrow_mut();
             if !queue.accepting || queue.waiting.len() >= QUEUE_CAPACITY {
                 return Err(OrderError::Unavailable);
             }
-            queue
-                .waiting
-                .push_back(request(Reply(Some(Rc::clone(&answer)))));
+            queue.waiting.push_back(request(reply));
             queue.committer.take()
         };
         if let Some(waker) = committer_waker {
             waker.wake();
         }
-        poll_fn(|cx| {
-            let mut answer = answer.borrow_mut();
-            match answer.result.take() {
-                Some(result) => Poll::Ready(result),
-                None => {
-                    answer.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        // A reply dropped unanswered (the committer failed or was cancelled) means
+        // nothing was made durable for this request.
+        answer.await.unwrap_or(Err(OrderError::Unavailable))
     }
 }
 
@@ -307,39 +315,8 @@ enum Request {
     },
 }
 
-/// Where one request's answer lands.
-#[derive(Default)]
-struct Answer {
-    result: Option<Result<Order, OrderError>>,
-    waker: Option<Waker>,
-}
-
-/// The committer's end of one request. Dropped unanswered — the committer failed or
-/// was cancelled — it answers `Unavailable`, so no request waits forever.
-struct Reply(Option<Rc<RefCell<Answer>>>);
-
-impl Reply {
-    fn send(mut self, result: Result<Order, OrderError>) {
-        if let Some(answer) = self.0.take() {
-            let waker = {
-                let mut answer = answer.borrow_mut();
-                answer.result = Some(result);
-                answer.waker.take()
-            };
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        if self.0.is_some() {
-            Reply(self.0.take()).send(Err(OrderError::Unavailable));
-        }
-    }
-}
+/// The committer's end of one request.
+type Reply = oneshot::Sender<Result<Order, OrderError>>;
 
 /// The committer task's state: the owner's view of the orders and the journal's tail.
 struct Committer {
@@ -348,11 +325,12 @@ struct Committer {
     path: PathBuf,
     /// Where the next batch is written.
     tail_bytes: u64,
+    /// The sequence number of the next batch's first record.
     next_seq: u64,
-    /// The number the next create gets, counting creates of the batch being built.
-    next_number: u64,
-    /// Every idempotency key used, including by the batch being built.
-    idempotency: HashMap<Box<[u8]>, u64>,
+    /// Keys the batch checksums.
+    journal_id: u64,
+    /// The rules' state, including the batch being built.
+    rules: Rules,
     /// The requests being committed; swapped with the queue to reuse both buffers.
     batch: VecDeque<Request>,
     /// Orders changed by the batch being built, in their uncommitted state; the
@@ -367,13 +345,15 @@ struct Committer {
 impl Committer {
     async fn run(mut self) {
         while self.take_batch().await {
-            let mut records = Vec::new();
-            self.build_batch(&mut records);
-            if !records.is_empty() {
-                if let Err(error) = self.write_and_sync(records).await {
+            let records = self.build_batch();
+            if records.records() > 0 {
+                let bytes = records.finish(self.journal_id, self.next_seq);
+                self.check_sealed(&bytes);
+                if let Err(error) = self.write_and_sync(bytes).await {
                     self.poison(&error);
                     return;
                 }
+                self.next_seq += self.changes.len() as u64;
             }
             self.finish_batch();
         }
@@ -399,92 +379,88 @@ impl Committer {
         .await
     }
 
-    /// Decides every request of the batch and appends the records it needs.
-    fn build_batch(&mut self, records: &mut Vec<u8>) {
+    /// Decides every request of the batch and encodes the records it needs, all
+    /// stamped with one time.
+    fn build_batch(&mut self) -> BatchEncoder {
+        let mut records = BatchEncoder::default();
+        let time_ms = self.rules.stamp_ms(wall_clock_ms());
         let mut batch = mem::take(&mut self.batch);
         for request in batch.drain(..) {
             let (reply, result) = match request {
-                Request::Create { menu, key, reply } => (reply, self.create(menu, key, records)),
+                Request::Create { menu, key, reply } => {
+                    let key = key.as_deref().unwrap_or_default();
+                    (reply, self.create(menu, key, time_ms, &mut records))
+                }
                 Request::Advance { number, to, reply } => {
-                    (reply, self.advance(number, to, records))
+                    (reply, self.advance(number, to, time_ms, &mut records))
                 }
             };
             self.answers.push((reply, result));
         }
         self.batch = batch;
+        records
     }
 
     fn create(
         &mut self,
         menu: MenuIndex,
-        key: Option<Box<[u8]>>,
-        records: &mut Vec<u8>,
+        key: &[u8],
+        time_ms: u64,
+        records: &mut BatchEncoder,
     ) -> Result<Order, OrderError> {
-        if let Some(&number) = key.as_ref().and_then(|key| self.idempotency.get(key)) {
-            return Ok(self
-                .current(number)
-                .expect("an idempotency key names an existing order"));
+        let (tentative, index) = (&self.tentative, &*self.shared.index);
+        match self.rules.create(menu, key, time_ms, |number| {
+            current(tentative, index, number)
+        })? {
+            Creation::Existing(order) => Ok(order),
+            Creation::New(record) => Ok(self.append(&record, records)),
         }
-        if self.next_number > OrderIndex::CAPACITY_MAX {
-            return Err(OrderError::Full);
-        }
-        let order = Order {
-            number: self.next_number,
-            menu,
-            status: Status::Pending,
-        };
-        let record = Record::Create {
-            number: order.number,
-            menu,
-            idempotency_key: key.as_deref().unwrap_or_default(),
-        };
-        record::encode(self.next_seq, &record, records);
-        self.next_seq += 1;
-        self.next_number += 1;
-        if let Some(key) = key {
-            self.idempotency.insert(key, order.number);
-        }
-        self.change(order);
-        Ok(order)
     }
 
     fn advance(
         &mut self,
         number: u64,
         to: Status,
-        records: &mut Vec<u8>,
+        time_ms: u64,
+        records: &mut BatchEncoder,
     ) -> Result<Order, OrderError> {
-        let order = self.current(number).ok_or(OrderError::NotFound)?;
-        if order.status.next() != Some(to) {
-            return Err(OrderError::WrongStatus {
-                current: order.status,
-            });
-        }
-        record::encode(
-            self.next_seq,
-            &Record::Transition { number, status: to },
-            records,
-        );
-        self.next_seq += 1;
-        let moved = Order {
-            status: to,
-            ..order
+        let (tentative, index) = (&self.tentative, &*self.shared.index);
+        let record = self.rules.advance(number, to, time_ms, |number| {
+            current(tentative, index, number)
+        })?;
+        Ok(self.append(&record, records))
+    }
+
+    /// Encodes `record` into the batch, reads it back from those bytes and takes in
+    /// what they say through the rules, exactly as replay will. A refusal here is a
+    /// bug that would make the journal unreadable: it stops the program before the
+    /// batch is written.
+    fn append(&mut self, record: &Record<'_>, records: &mut BatchEncoder) -> Order {
+        let encoded = records.push(record);
+        let decoded = match record::decode(encoded) {
+            Ok((decoded, len)) if len == encoded.len() && decoded == *record => decoded,
+            other => panic!("{record:?} was encoded as {encoded:?}, which reads as {other:?}"),
         };
-        self.change(moved);
-        Ok(moved)
-    }
-
-    /// The order's state as of the requests decided so far.
-    fn current(&self, number: u64) -> Option<Order> {
-        self.tentative
-            .get(&number)
-            .copied()
-            .or_else(|| self.shared.index.get(number))
-    }
-
-    fn change(&mut self, order: Order) {
+        let (tentative, index) = (&self.tentative, &*self.shared.index);
+        let order = self
+            .rules
+            .apply(&decoded, |number| current(tentative, index, number))
+            .unwrap_or_else(|violation| panic!("the committer broke an order rule: {violation}"));
         self.tentative.insert(order.number, order);
         self.changes.push(order);
+        order
+    }
+
+    /// Reads the sealed batch back as recovery will, before it is written.
+    fn check_sealed(&self, bytes: &[u8]) {
+        match record::decode_batch(bytes, self.journal_id, self.next_seq) {
+            DecodedBatch::Batch(batch) if batch.len == bytes.len() => assert_eq!(
+                batch.records,
+                self.changes.len(),
+                "the sealed batch holds another number of records than were decided"
+            ),
+            other => panic!("a sealed batch reads back as {other:?}"),
+        }
     }
 
     /// Writes the batch at the tail and makes it durable.
@@ -530,7 +506,8 @@ impl Committer {
         self.changes.clear();
         self.tentative.clear();
         for (reply, result) in self.answers.drain(..) {
-            reply.send(result);
+            // The requester may have given up (its connection closed); nothing to do.
+            let _ = reply.send(result);
         }
     }
 
@@ -549,8 +526,27 @@ impl Committer {
         };
         // Dropped replies answer `Unavailable`.
         drop(stranded);
+        self.changes.clear();
         self.answers.clear();
     }
+}
+
+/// The order's state as of the requests decided so far.
+fn current(tentative: &HashMap<u64, Order>, index: &OrderIndex, number: u64) -> Option<Order> {
+    tentative
+        .get(&number)
+        .copied()
+        .or_else(|| index.get(number))
+}
+
+/// Now, in milliseconds since the Unix epoch (0 for a clock set before 1970).
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+        .min(TIME_MS_MAX)
 }
 
 #[cfg(test)]
@@ -701,7 +697,7 @@ mod tests {
             assert_eq!(index.len(), 4);
             assert_eq!(book.stats().records, 5);
             // A key too long for the journal is refused, not truncated.
-            let too_long = [b'k'; MAX_IDEMPOTENCY_KEY_BYTES + 1];
+            let too_long = [b'k'; IDEMPOTENCY_KEY_BYTES_MAX + 1];
             assert_eq!(
                 book.create(0, Some(&too_long)).await,
                 Err(OrderError::Unavailable)
@@ -785,6 +781,30 @@ mod tests {
     }
 
     #[test]
+    fn orders_carry_their_commit_times_through_recovery() {
+        let dir = TempDir::new().unwrap();
+        let path = journal(&dir);
+        let before_ms = wall_clock_ms();
+        let (created, moved) = on_executor(async {
+            let (book, index) = open(&path).await;
+            let created = book.create(1, None).await.unwrap();
+            let moved = book
+                .advance(created.number, Status::WaitingPickup)
+                .await
+                .unwrap();
+            assert_eq!(index.get(created.number), Some(moved));
+            book.shutdown().await;
+            (created, moved)
+        });
+        let after_ms = wall_clock_ms();
+        assert!((before_ms..=after_ms).contains(&created.created_ms));
+        assert_eq!(created.updated_ms, created.created_ms);
+        assert_eq!(moved.created_ms, created.created_ms);
+        assert!((created.created_ms..=after_ms).contains(&moved.updated_ms));
+        assert_eq!(recover(&path).unwrap().orders, vec![moved]);
+    }
+
+    #[test]
     fn observers_see_each_change_once_published() {
         let dir = TempDir::new().unwrap();
         let path = journal(&dir);
@@ -835,8 +855,8 @@ mod tests {
         });
         let recovered = recover(&path).unwrap();
         assert_eq!(recovered.orders, acknowledged);
-        assert_eq!(recovered.idempotency.len(), 10);
-        assert_eq!(recovered.idempotency.get(&b"guest-3"[..]), Some(&4));
+        assert_eq!(recovered.rules.keys(), 10);
+        assert_eq!(recovered.rules.order_of_key(b"guest-3"), Some(4));
         drop(recovered);
 
         on_executor(async {

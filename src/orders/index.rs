@@ -2,35 +2,53 @@
 //! only the owner core writes it.
 //!
 //! Order numbers are dense (1..=N), so an order's place is its number: a fixed
-//! directory of lazily allocated chunks, each a run of one-byte entries packing the
-//! menu index and the status. The writer stores an entry, then raises the committed
-//! count with `Release`; a reader loads the count with `Acquire` first, so every
-//! number it sees at or below the count has its entry (and its chunk) in place.
-//! Status changes overwrite one byte in place; a reader sees the old status or the
-//! new one, both of them committed states.
+//! directory of lazily allocated chunks, each a run of entries. An entry is two words:
+//! the creation time, written once, and a state word packing the time of the last
+//! change with the menu index and the status. The writer stores an entry, then raises
+//! the committed count with `Release`; a reader loads the count with `Acquire` first,
+//! so every number it sees at or below the count has its entry (and its chunk) in
+//! place. A status change overwrites the state word in place; a reader sees the old
+//! status with its time or the new one with its time, both of them committed states.
 //!
 //! The index also counts committed orders by menu item and status as it publishes
 //! them, so `/metrics` reads a dozen counters instead of walking every order.
 
 use std::ptr;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::menu::MENU;
-use crate::orders::{Order, Status};
+use crate::orders::{Order, Status, TIME_MS_MAX};
 
 const CHUNK_BITS: u32 = 16;
-/// Entries per chunk: 64 KiB allocated once per 65,536 orders.
+/// Entries per chunk: 1 MiB allocated once per 65,536 orders.
 const CHUNK_ENTRIES: usize = 1 << CHUNK_BITS;
 const DIRECTORY_SLOTS: usize = (OrderIndex::CAPACITY_MAX >> CHUNK_BITS) as usize;
-/// An entry is `menu << STATUS_BITS | status`.
+/// A state word is `updated_ms << TIME_SHIFT | menu << STATUS_BITS | status`.
 const STATUS_BITS: u32 = 2;
-const STATUS_MASK: u8 = (1 << STATUS_BITS) - 1;
+const STATUS_MASK: u64 = (1 << STATUS_BITS) - 1;
+const MENU_BITS: u32 = 6;
+const TIME_SHIFT: u32 = STATUS_BITS + MENU_BITS;
+const _: () = assert!(TIME_MS_MAX < 1 << (64 - TIME_SHIFT));
+
+/// One order's place in a chunk.
+struct Entry {
+    /// `updated_ms`, menu and status, changed together.
+    state: AtomicU64,
+    /// Written once, before the order's number is published.
+    created_ms: AtomicU64,
+}
+
+impl Entry {
+    fn pack(order: &Order) -> u64 {
+        order.updated_ms << TIME_SHIFT | u64::from(order.menu) << STATUS_BITS | order.status as u64
+    }
+}
 
 /// Committed orders by number, shared as `Arc<OrderIndex>`.
 pub struct OrderIndex {
     /// Chunk `i` holds orders `i * CHUNK_ENTRIES + 1 ..= (i + 1) * CHUNK_ENTRIES`;
     /// null until the first of them is published, never freed before `drop`.
-    directory: Box<[AtomicPtr<AtomicU8>]>,
+    directory: Box<[AtomicPtr<Entry>]>,
     /// The highest committed number.
     committed: AtomicU64,
     /// Committed orders by `[menu index][status]`; single writer, read without order.
@@ -39,7 +57,7 @@ pub struct OrderIndex {
 
 impl OrderIndex {
     /// The most orders the index (and so the store) can hold: 2^28 = 268,435,456,
-    /// which costs 256 MiB of entries when full and 32 KiB of directory from the start.
+    /// which costs 4 GiB of entries when full and 32 KiB of directory from the start.
     pub const CAPACITY_MAX: u64 = 1 << 28;
 
     pub fn new() -> Self {
@@ -52,16 +70,25 @@ impl OrderIndex {
         }
     }
 
+    pub fn counts(&self) -> [[u64; Status::ALL.len()]; MENU.len()] {
+        self.counts
+            .each_ref()
+            .map(|row| row.each_ref().map(|count| count.load(Ordering::Relaxed)))
+    }
+
     /// The committed state of order `number`; `None` for 0 or anything above [`len`](Self::len).
     pub fn get(&self, number: u64) -> Option<Order> {
         if number == 0 || number > self.committed.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.entry(number - 1)?.load(Ordering::Acquire);
+        let entry = self.entry(number - 1)?;
+        let state = entry.state.load(Ordering::Acquire);
         Some(Order {
             number,
-            menu: entry >> STATUS_BITS,
-            status: Status::from_u8(entry & STATUS_MASK)?,
+            menu: (state >> STATUS_BITS) as u8 & ((1 << MENU_BITS) - 1),
+            status: Status::from_u8((state & STATUS_MASK) as u8)?,
+            created_ms: entry.created_ms.load(Ordering::Relaxed),
+            updated_ms: state >> TIME_SHIFT,
         })
     }
 
@@ -74,34 +101,33 @@ impl OrderIndex {
         self.len() == 0
     }
 
-    /// Committed orders by `[menu index][status]`. Read while orders commit, a status
-    /// change may show as already left its old status and not yet in its new one.
-    pub fn counts(&self) -> [[u64; Status::ALL.len()]; MENU.len()] {
-        self.counts
-            .each_ref()
-            .map(|row| row.each_ref().map(|count| count.load(Ordering::Relaxed)))
-    }
-
     /// Records a committed order. Single writer only (the owner core): `order.number`
     /// is either an existing number (a status change) or `len() + 1`.
     ///
     /// Panics on any other number, at [`CAPACITY_MAX`](Self::CAPACITY_MAX), or on a
-    /// menu index that does not fit the entry: each means the caller lost track of
-    /// what is committed.
+    /// menu index or time that does not fit the entry: each means the caller lost
+    /// track of what is committed.
     pub fn publish(&self, order: Order) {
         assert!(
-            usize::from(order.menu) < MENU.len() && order.menu < 1 << (8 - STATUS_BITS),
+            usize::from(order.menu) < MENU.len() && order.menu < 1 << MENU_BITS,
             "menu index {} is not on the menu or does not fit an index entry",
             order.menu
         );
+        assert!(
+            order.updated_ms <= TIME_MS_MAX,
+            "time {} ms does not fit an index entry",
+            order.updated_ms
+        );
         let committed = self.committed.load(Ordering::Relaxed);
-        let entry = order.menu << STATUS_BITS | order.status as u8;
+        let state = Entry::pack(&order);
         if order.number >= 1 && order.number <= committed {
             let before = self
                 .entry(order.number - 1)
                 .expect("a committed order's chunk exists")
-                .swap(entry, Ordering::Release);
-            self.count(before >> STATUS_BITS, before & STATUS_MASK)
+                .state
+                .swap(state, Ordering::Release);
+            let menu_before = (before >> STATUS_BITS) & ((1 << MENU_BITS) - 1);
+            self.count(menu_before as u8, (before & STATUS_MASK) as u8)
                 .fetch_sub(1, Ordering::Relaxed);
             self.count(order.menu, order.status as u8)
                 .fetch_add(1, Ordering::Relaxed);
@@ -131,9 +157,10 @@ impl OrderIndex {
                 unsafe { free_chunk(fresh) };
             }
         }
-        self.entry(position)
-            .expect("the chunk was just installed")
-            .store(entry, Ordering::Release);
+        let entry = self.entry(position).expect("the chunk was just installed");
+        // Both stores are ordered before the count's `Release` below.
+        entry.created_ms.store(order.created_ms, Ordering::Relaxed);
+        entry.state.store(state, Ordering::Release);
         self.count(order.menu, order.status as u8)
             .fetch_add(1, Ordering::Relaxed);
         self.committed.store(order.number, Ordering::Release);
@@ -149,7 +176,7 @@ impl OrderIndex {
     }
 
     /// The entry at 0-based `position`, if its chunk exists.
-    fn entry(&self, position: u64) -> Option<&AtomicU8> {
+    fn entry(&self, position: u64) -> Option<&Entry> {
         let chunk = self
             .directory
             .get((position >> CHUNK_BITS) as usize)?
@@ -184,14 +211,19 @@ impl Drop for OrderIndex {
     }
 }
 
-fn allocate_chunk() -> *mut AtomicU8 {
-    let chunk: Box<[AtomicU8]> = (0..CHUNK_ENTRIES).map(|_| AtomicU8::new(0)).collect();
-    Box::into_raw(chunk).cast::<AtomicU8>()
+fn allocate_chunk() -> *mut Entry {
+    let chunk: Box<[Entry]> = (0..CHUNK_ENTRIES)
+        .map(|_| Entry {
+            state: AtomicU64::new(0),
+            created_ms: AtomicU64::new(0),
+        })
+        .collect();
+    Box::into_raw(chunk).cast::<Entry>()
 }
 
 /// # Safety
 /// `chunk` must come from [`allocate_chunk`], be freed once, and have no reader left.
-unsafe fn free_chunk(chunk: *mut AtomicU8) {
+unsafe fn free_chunk(chunk: *mut Entry) {
     drop(Box::from_raw(ptr::slice_from_raw_parts_mut(
         chunk,
         CHUNK_ENTRIES,
@@ -210,6 +242,8 @@ mod tests {
             number,
             menu: (number % MENU.len() as u64) as MenuIndex,
             status: Status::Pending,
+            created_ms: 1_700_000_000_000 + number,
+            updated_ms: 1_700_000_000_000 + number,
         }
     }
 
@@ -235,6 +269,7 @@ mod tests {
             assert_eq!(index.get(number), Some(order(number)));
             let moved = Order {
                 status: Status::WaitingPickup,
+                updated_ms: TIME_MS_MAX,
                 ..order(number)
             };
             index.publish(moved);
@@ -253,6 +288,45 @@ mod tests {
                 .count(),
             4
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "neither committed nor the next one")]
+    fn publishing_a_gap_is_refused() {
+        let index = OrderIndex::new();
+        index.publish(order(2));
+    }
+
+    #[test]
+    fn a_reader_never_sees_a_number_without_its_entry() {
+        let index = Arc::new(OrderIndex::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let total = 3 * CHUNK_ENTRIES as u64;
+        let reader = {
+            let index = Arc::clone(&index);
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut checks = 0u64;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let len = index.len();
+                    if len > 0 {
+                        assert_eq!(index.get(len), Some(order(len)), "len {len}");
+                        assert_eq!(index.get(len / 2 + 1), Some(order(len / 2 + 1)));
+                        checks += 1;
+                    }
+                    if finished {
+                        return checks;
+                    }
+                }
+            })
+        };
+        for number in 1..=total {
+            index.publish(order(number));
+        }
+        done.store(true, Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+        assert_eq!(index.len(), total);
     }
 
     #[test]
@@ -302,44 +376,5 @@ mod tests {
                 assert_eq!(n, walked, "menu {menu} status {status}");
             }
         }
-    }
-
-    #[test]
-    #[should_panic(expected = "neither committed nor the next one")]
-    fn publishing_a_gap_is_refused() {
-        let index = OrderIndex::new();
-        index.publish(order(2));
-    }
-
-    #[test]
-    fn a_reader_never_sees_a_number_without_its_entry() {
-        let index = Arc::new(OrderIndex::new());
-        let done = Arc::new(AtomicBool::new(false));
-        let total = 3 * CHUNK_ENTRIES as u64;
-        let reader = {
-            let index = Arc::clone(&index);
-            let done = Arc::clone(&done);
-            std::thread::spawn(move || {
-                let mut checks = 0u64;
-                loop {
-                    let finished = done.load(Ordering::Acquire);
-                    let len = index.len();
-                    if len > 0 {
-                        assert_eq!(index.get(len), Some(order(len)), "len {len}");
-                        assert_eq!(index.get(len / 2 + 1), Some(order(len / 2 + 1)));
-                        checks += 1;
-                    }
-                    if finished {
-                        return checks;
-                    }
-                }
-            })
-        };
-        for number in 1..=total {
-            index.publish(order(number));
-        }
-        done.store(true, Ordering::Release);
-        assert!(reader.join().unwrap() > 0);
-        assert_eq!(index.len(), total);
     }
 }

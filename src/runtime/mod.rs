@@ -32,7 +32,7 @@ use std::time::Duration;
 /// need none of it, so keep it at the minimum.
 const IO_MEMORY_BYTES: usize = 128 << 10;
 
-pub const JOURNAL_FILE: &str = "orders.journal";
+pub const JOURNAL_FILE: &str = crate::orders::journal::FILE_NAME;
 
 /// How long all cores may take to start (recovery is done before they do) before the
 /// process gives up with an error instead of hanging.
@@ -61,7 +61,7 @@ pub fn run(config: Config) -> Result<(), String> {
         notifier,
         heartbeats: Arc::new(notify::Heartbeats::new(config.cores, watchdog_every)),
     });
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+    crate::orders::durable::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
             config.data_dir.display()

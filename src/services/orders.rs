@@ -65,10 +65,13 @@ pub mod memory {
                 Err(OrderError::Unavailable)
             } else {
                 let mut orders = self.orders.borrow_mut();
+                let now_ms = crate::clock::unix_now_ms();
                 let order = Order {
                     number: orders.len() as u64 + 1,
                     menu,
                     status: Status::Pending,
+                    created_ms: now_ms,
+                    updated_ms: now_ms,
                 };
                 orders.push(order);
                 Ok(order)

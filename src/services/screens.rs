@@ -8,18 +8,19 @@
 //! WebSocket cannot send an Authorization header, and a token in the URL would end up
 //! in proxy logs); until then they receive nothing, and a wrong token closes with 1008.
 //! The public board gets only order numbers and menu names of orders ready for pickup,
-//! and today's order totals (counts only, see [`super::totals`]).
+//! and today's order totals (counts only, see [`crate::screens::totals`]). Kitchen cards
+//! carry the order's own `created_at` and `updated_at` from the journal, so their ages
+//! are right after a restart too.
 
 use crate::limits::CLOSE_UNAUTHORIZED;
 use crate::menu;
 use crate::metrics::{Ignored, Metrics, Rejected};
 use crate::orders::book::OrderBook;
 use crate::orders::index::OrderIndex;
-use crate::orders::{Order, Status};
+use crate::orders::{Order, Status, TIME_UNKNOWN};
 use crate::screens::totals::Totals;
 use crate::ws::slot::Slot;
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -59,12 +60,6 @@ pub struct Viewers {
     index: Arc<OrderIndex>,
     metrics: Rc<Metrics>,
     viewers: RefCell<Vec<Viewer>>,
-    /// When each order was created (Unix seconds), for the cards' age. Orders made
-    /// before this process started have no entry and show no age. Entries go once an
-    /// order has dropped off the completed column, so this holds only open orders.
-    created_unix_s: RefCell<HashMap<u64, u64>>,
-    /// The most recently completed orders, oldest first.
-    completed_recent: RefCell<VecDeque<u64>>,
     totals: RefCell<Totals>,
 }
 
@@ -87,8 +82,6 @@ impl Viewers {
             index,
             metrics,
             viewers: RefCell::new(Vec::new()),
-            created_unix_s: RefCell::new(HashMap::new()),
-            completed_recent: RefCell::new(VecDeque::new()),
             totals: RefCell::new(Totals::default()),
         }
     }
@@ -98,7 +91,7 @@ impl Viewers {
     pub fn observe(self: &Rc<Self>, book: &OrderBook) {
         let now_unix_s = unix_now_s();
         for order in self.index.iter() {
-            let created_unix_s = self.created_unix_s_of(&order);
+            let created_unix_s = Viewers::created_unix_s_of(&order);
             self.totals
                 .borrow_mut()
                 .count(order.menu, created_unix_s, now_unix_s);
@@ -128,20 +121,10 @@ impl Viewers {
         self.len() == 0
     }
 
-    /// When `order` was created, if this process can know: the one place the totals ask.
-    /// For now that is the time the feed learned of its creation; orders recovered from
-    /// the journal at start have none.
-    fn created_unix_s_of(&self, order: &Order) -> Option<u64> {
-        self.created_unix_s.borrow().get(&order.number).copied()
-    }
-
-    fn kitchen_order(&self, order: &Order, store_id: &str, out: &mut Vec<u8>) {
-        order.write_json(store_id, out);
-        out.pop();
-        match self.created_unix_s.borrow().get(&order.number) {
-            Some(at) => out.extend_from_slice(format!(r#","created_at":{at}}}"#).as_bytes()),
-            None => out.extend_from_slice(br#","created_at":null}"#),
-        }
+    /// When `order` was created, from its journal record: the one place the totals ask.
+    /// Orders from a version 1 journal have no time.
+    fn created_unix_s_of(order: &Order) -> Option<u64> {
+        (order.created_ms != TIME_UNKNOWN).then_some(order.created_ms / 1000)
     }
 
     fn board_order(order: &Order, out: &mut Vec<u8>) {
@@ -178,7 +161,7 @@ impl Viewers {
                 out.push(b',');
             }
             match screen {
-                Screen::Kitchen => self.kitchen_order(order, &self.settings.store_id, &mut out),
+                Screen::Kitchen => order.write_json(&self.settings.store_id, &mut out),
                 Screen::Board => Viewers::board_order(order, &mut out),
             }
         }
@@ -191,31 +174,10 @@ impl Viewers {
         out
     }
 
-    fn remember_age(&self, order: &Order) {
-        match order.status {
-            Status::Pending => {
-                self.created_unix_s
-                    .borrow_mut()
-                    .insert(order.number, unix_now_s());
-            }
-            Status::WaitingPickup => {}
-            Status::Completed => {
-                let mut recent = self.completed_recent.borrow_mut();
-                recent.push_back(order.number);
-                if recent.len() > COMPLETED_SHOWN {
-                    if let Some(gone) = recent.pop_front() {
-                        self.created_unix_s.borrow_mut().remove(&gone);
-                    }
-                }
-            }
-        }
-    }
-
     /// A change became durable: tell every viewer that may see it.
     fn publish(&self, order: &Order) {
-        self.remember_age(order);
         if order.status == Status::Pending {
-            let created_unix_s = self.created_unix_s_of(order);
+            let created_unix_s = Viewers::created_unix_s_of(order);
             self.totals
                 .borrow_mut()
                 .count(order.menu, created_unix_s, unix_now_s());
@@ -225,7 +187,7 @@ impl Viewers {
             return;
         }
         let mut kitchen = br#"{"type":"order","order":"#.to_vec();
-        self.kitchen_order(order, &self.settings.store_id, &mut kitchen);
+        order.write_json(&self.settings.store_id, &mut kitchen);
         kitchen.push(b'}');
         let board = match order.status {
             Status::Pending => None,
@@ -363,6 +325,8 @@ mod tests {
             number,
             menu: 0,
             status,
+            created_ms: 1_700_000_000_000,
+            updated_ms: 1_700_000_000_000 + number,
         };
         viewers.index.publish(order);
         viewers.publish(&order);

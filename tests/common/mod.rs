@@ -349,3 +349,23 @@ pub fn connect_with_small_receive_buffer(addr: SocketAddr) -> io::Result<TcpStre
         Ok(stream)
     }
 }
+
+/// Runs `kakigori ARGS` to completion (a subcommand, or a server expected to refuse to
+/// start) with the test's staff token or none; returns its exit code and stderr.
+pub fn run_to_exit(args: &[&str], token: Option<&str>) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kakigori"));
+    command
+        .args(args)
+        .env_remove("KAKIGORI_STAFF_TOKEN")
+        .env_remove("KAKIGORI_DATA_DIR")
+        .stdin(Stdio::null());
+    if let Some(token) = token {
+        command.env("KAKIGORI_STAFF_TOKEN", token);
+    }
+    let output = command.output().expect("kakigori runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
