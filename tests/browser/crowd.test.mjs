@@ -212,7 +212,7 @@ describe("crowd screen", { concurrency: false }, () => {
     assert.equal(await crowd.evaluate(() => window.__probe.sent), 0);
   });
 
-  step("reconnects by itself after a server restart, counting from the restart", async () => {
+  step("reconnects by itself after a server restart, and today's counts survive it", async () => {
     const port = server.port;
     await stopServer(server);
     await waitForText(crowd, "#status", "再接続しています");
@@ -220,12 +220,13 @@ describe("crowd screen", { concurrency: false }, () => {
     server = startServer(dataDir, `127.0.0.1:${port}`);
     await server.ready;
     await waitForText(crowd, "#status", "接続中");
-    // Orders recovered from the journal carry no time, so today counts from the restart.
-    await waitForFigures(crowd, "giiku-sai", { today: "0" });
-    await waitForText(crowd, "#since", "から");
-    await waitForText(crowd, "#total-today", "0");
+    // Orders keep their creation time in the journal, so today's counts survive.
+    await waitForFigures(crowd, "giiku-sai", { today: "3" });
+    await waitForText(crowd, "#total-today", "6");
+    assert.equal((await crowd.textContent("#since")).trim(), "", "still counted since midnight");
     await createOrder(base, "giiku-ten");
     await waitForFigures(crowd, "giiku-ten", { today: "1" });
+    await waitForText(crowd, "#total-today", "7");
     assert.equal((await figures(crowd, "giiku-ten")).note, "");
     // The chanters' sockets closed with the old server; new chanting still moves the meter.
     await chanters.evaluate((wsBase) => {
