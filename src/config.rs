@@ -557,6 +557,52 @@ mod tests {
     }
 
     #[test]
+    fn journal_commands_take_the_usual_flags_and_a_format() {
+        use crate::orders::tool::{Action as Tool, Format};
+        let parse_args = |args: &[&str]| {
+            parse_with(
+                flags_only(),
+                std::iter::once("kakigori").chain(args.iter().copied()),
+            )
+        };
+        match parse_args(&["journal", "verify", "--data-dir", "/srv/kakigori"]) {
+            Ok(Command::Journal(Tool::Verify, config)) => {
+                assert_eq!(config.data_dir, PathBuf::from("/srv/kakigori"))
+            }
+            other => panic!("{other:?}"),
+        }
+        for (args, format) in [
+            (&["journal", "export"][..], Format::Csv),
+            (
+                &["journal", "export", "--format", "jsonl"][..],
+                Format::Jsonl,
+            ),
+            (
+                &["--store-id", "s2", "journal", "export", "--format=csv"][..],
+                Format::Csv,
+            ),
+        ] {
+            let parsed = parse_args(args);
+            assert!(
+                matches!(parsed, Ok(Command::Journal(Tool::Export(f), _)) if f == format),
+                "{args:?}: {parsed:?}"
+            );
+        }
+        for bad in [
+            &["journal"][..],
+            &["journal", "repair"][..],
+            &["journal", "export", "--format", "xml"][..],
+            &["journal", "export", "--format"][..],
+            &["journal", "verify", "--format", "csv"][..],
+            &["--format", "csv"][..],
+            &["healthcheck", "verify"][..],
+            &["healthcheck", "journal"][..],
+        ] {
+            rejected(parse_args(bad));
+        }
+    }
+
+    #[test]
     fn defaults_match_the_contract() {
         let c = serve(&[]).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
