@@ -4,11 +4,14 @@
 use std::cell::Cell;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Wall-clock milliseconds since the Unix epoch, for times shared between cores.
+/// Wall-clock milliseconds since the Unix epoch, for times shared between cores and
+/// written to disk (0 for a clock set before 1970).
 pub fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 pub enum Clock {

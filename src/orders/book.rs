@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use futures_channel::oneshot;
 use glommio::io::{BufferedFile, OpenOptions};
@@ -539,14 +539,9 @@ fn current(tentative: &HashMap<u64, Order>, index: &OrderIndex, number: u64) -> 
         .or_else(|| index.get(number))
 }
 
-/// Now, in milliseconds since the Unix epoch (0 for a clock set before 1970).
+/// Now, in milliseconds since the Unix epoch, within what a record can hold.
 fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
-        .min(TIME_MS_MAX)
+    crate::clock::unix_now_ms().min(TIME_MS_MAX)
 }
 
 #[cfg(test)]

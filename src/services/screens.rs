@@ -23,7 +23,7 @@ use crate::ws::slot::Slot;
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Completed orders shown on the kitchen board.
 pub const COMPLETED_SHOWN: usize = 20;
@@ -70,9 +70,7 @@ pub struct Member {
 }
 
 fn unix_now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::unix_now_ms() / 1000
 }
 
 impl Viewers {
