@@ -6,6 +6,7 @@
 
 pub mod histogram;
 
+use crate::http::route::WsKind;
 use histogram::Histogram;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -45,6 +46,18 @@ pub enum Endpoint {
     Confirm = 3,
     /// `/ws/kitchen` and `/ws/board`.
     Screen = 4,
+}
+
+/// The metrics label of a WebSocket path.
+impl From<WsKind> for Endpoint {
+    fn from(kind: WsKind) -> Endpoint {
+        match kind {
+            WsKind::Meter => Endpoint::Meter,
+            WsKind::Stay => Endpoint::Stay,
+            WsKind::Confirm => Endpoint::Confirm,
+            WsKind::Kitchen | WsKind::Board => Endpoint::Screen,
+        }
+    }
 }
 
 const ENDPOINT_LABELS: [&str; 5] = ["http", "ws", "ws_stay", "ws_confirm", "ws_screens"];

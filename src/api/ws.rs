@@ -3,7 +3,7 @@
 //! batch or a screen feed, seen by the connection loop as one [`Member`].
 
 use crate::http::route::WsKind;
-use crate::metrics::{Endpoint, Rejected};
+use crate::metrics::Rejected;
 use crate::net::ws::Member;
 use crate::services::{confirm, lobby, rooms, screens};
 use crate::ws::slot::Slot;
@@ -23,16 +23,6 @@ pub enum Role {
     Stay(lobby::Member),
     Confirm(confirm::Member),
     Screen(screens::Member),
-}
-
-/// The metrics label of a WebSocket path.
-pub fn endpoint(kind: WsKind) -> Endpoint {
-    match kind {
-        WsKind::Meter => Endpoint::Meter,
-        WsKind::Stay => Endpoint::Stay,
-        WsKind::Confirm => Endpoint::Confirm,
-        WsKind::Kitchen | WsKind::Board => Endpoint::Screen,
-    }
 }
 
 impl Services {

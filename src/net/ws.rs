@@ -327,20 +327,19 @@ fn bound_send_buffer(stream: &TcpStream) {
     }
 }
 
-/// Completes the handshake and closes at once: a limit refused the client.
-pub async fn refuse(
-    metrics: &Metrics,
-    mut stream: TcpStream,
-    mut greeting: Vec<u8>,
-    why: Rejected,
-) {
+/// Completes the handshake and closes at once, in a task of its own: a limit refused
+/// the client.
+pub fn refuse(metrics: &Metrics, mut stream: TcpStream, mut greeting: Vec<u8>, why: Rejected) {
     metrics.rejected(why);
     frame::encode_close(
         CLOSE_TRY_AGAIN_LATER,
         "server busy, try again later",
         &mut greeting,
     );
-    let _ = stream.write_all(&greeting).await;
+    glommio::spawn_local(async move {
+        let _ = stream.write_all(&greeting).await;
+    })
+    .detach();
 }
 
 /// Starts the life of an admitted WebSocket on its room's home core. `join` puts the
@@ -363,10 +362,7 @@ pub fn serve<M: Member + 'static>(
         Ok(member) => member,
         Err(why) => {
             context.sockets.drop_slot(&slot);
-            let metrics = context.metrics.clone();
-            glommio::spawn_local(async move { refuse(&metrics, stream, greeting, why).await })
-                .detach();
-            return;
+            return refuse(&context.metrics, stream, greeting, why);
         }
     };
     drop(greeting);

@@ -84,6 +84,7 @@ impl Core {
                 shared.placement.clone(),
                 id,
                 clock.clone(),
+                metrics.clone(),
             ));
             let desk: Rc<dyn OrderDesk> = match &book {
                 Some(book) => Rc::new(LocalDesk(book.clone())),

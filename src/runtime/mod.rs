@@ -347,7 +347,12 @@ fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8) {
             })
             .detach();
         } else {
-            refuse_ws(&core, stream, joining.greeting, Rejected::RoomMoving);
+            crate::net::ws::refuse(
+                &core.metrics,
+                stream,
+                joining.greeting,
+                Rejected::RoomMoving,
+            );
         }
         return;
     }
@@ -364,21 +369,12 @@ fn serve_ws(core: Rc<Core>, stream: TcpStream, joining: Joining, hops: u8) {
             if !core.services.is_open(kind, &room) {
                 placement.release(kind, &room, id);
             }
-            return refuse_ws(&core, stream, greeting, why);
+            return crate::net::ws::refuse(&core.metrics, stream, greeting, why);
         }
     };
     let context = core.ws.clone();
-    let endpoint = crate::api::ws::endpoint(kind);
+    let endpoint = crate::metrics::Endpoint::from(kind);
     // The room name moves into the join and is gone once the client has joined.
     let join = move |slot: &Rc<_>| core.services.join(kind, &room, slot);
     crate::net::ws::serve(context, stream, permit, greeting, leftover, endpoint, join);
-}
-
-/// Completes a handshake only to close it: a limit refused the WebSocket.
-fn refuse_ws(core: &Core, stream: TcpStream, greeting: Vec<u8>, why: Rejected) {
-    let metrics = core.metrics.clone();
-    glommio::spawn_local(async move {
-        crate::net::ws::refuse(&metrics, stream, greeting, why).await;
-    })
-    .detach();
 }

@@ -9,7 +9,7 @@ use super::RoomBudget;
 use crate::http::route::WsKind;
 use crate::limits::CLOSE_NORMAL;
 use crate::menu::{self, MenuIndex};
-use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
+use crate::metrics::{Ignored, Metrics, Rejected};
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
@@ -99,7 +99,6 @@ impl Batches {
                 self.budget.open(WsKind::Confirm, room)?;
                 let id = self.next_id.get() + 1;
                 self.next_id.set(id);
-                self.metrics.room_delta(Endpoint::Confirm, 1);
                 self.start_timeout(menu, id);
                 vacant.insert(Batch {
                     id,
@@ -153,7 +152,7 @@ impl Batches {
         let Some(batch) = self.batches.borrow_mut().remove(&menu) else {
             return;
         };
-        self.closed_one(menu);
+        self.budget.close(WsKind::Confirm, menu::item(menu).id);
         for (slot, _) in batch.members {
             let created = self.desk.create(menu, None);
             let store_id = self.settings.store_id.clone();
@@ -171,11 +170,6 @@ impl Batches {
             })
             .detach();
         }
-    }
-
-    fn closed_one(&self, menu: MenuIndex) {
-        self.budget.close(WsKind::Confirm, menu::item(menu).id);
-        self.metrics.room_delta(Endpoint::Confirm, -1);
     }
 }
 
@@ -223,7 +217,9 @@ impl Member {
             if batch.members.is_empty() {
                 map.remove(&self.menu);
                 drop(map);
-                batches.closed_one(self.menu);
+                batches
+                    .budget
+                    .close(WsKind::Confirm, menu::item(self.menu).id);
                 return;
             }
         }

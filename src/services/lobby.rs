@@ -7,7 +7,7 @@
 use super::RoomBudget;
 use crate::http::route::WsKind;
 use crate::limits::CLOSE_NORMAL;
-use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
+use crate::metrics::{Ignored, Metrics, Rejected};
 use crate::ws::slot::Slot;
 use chrono::{DateTime, Utc};
 use std::cell::RefCell;
@@ -99,13 +99,12 @@ impl Lobbies {
         let mut lobbies = self.lobbies.borrow_mut();
         if !lobbies.contains_key(room) {
             self.budget.open(WsKind::Stay, room)?;
-            self.metrics.room_delta(Endpoint::Stay, 1);
         }
         let waiting = lobbies.entry(room.to_string()).or_default();
         waiting.push(slot.clone());
         if waiting.len() >= self.settings.size {
             let group = lobbies.remove(room).unwrap_or_default();
-            self.closed_one(room);
+            self.budget.close(WsKind::Stay, room);
             let text = message(group.len(), &start_time(Utc::now(), self.settings.delay_s));
             for member in &group {
                 member.send_text(&text);
@@ -120,11 +119,6 @@ impl Lobbies {
             room: room.to_string(),
             slot: slot.clone(),
         })
-    }
-
-    fn closed_one(&self, room: &str) {
-        self.budget.close(WsKind::Stay, room);
-        self.metrics.room_delta(Endpoint::Stay, -1);
     }
 }
 
@@ -169,7 +163,7 @@ impl Member {
         waiting.remove(position);
         if waiting.is_empty() {
             lobbies.remove(&self.room);
-            self.lobbies.closed_one(&self.room);
+            self.lobbies.budget.close(WsKind::Stay, &self.room);
         } else {
             announce(waiting);
         }

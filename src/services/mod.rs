@@ -16,7 +16,7 @@ pub mod testing;
 use crate::clock::Clock;
 use crate::http::route::WsKind;
 use crate::limits::{EMPTIED_ROOMS_KEPT_MAX, EMPTIED_ROOM_KEPT_MS};
-use crate::metrics::Rejected;
+use crate::metrics::{Metrics, Rejected};
 use crate::placement::Placement;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -34,18 +34,27 @@ pub struct RoomBudget {
     placement: Arc<Placement>,
     core: usize,
     clock: Rc<Clock>,
+    /// Counts the open rooms by kind (`kakigori_rooms_open` and the like).
+    metrics: Rc<Metrics>,
     /// Rooms that emptied, oldest first, with when.
     emptied: RefCell<VecDeque<(WsKind, Box<str>, u64)>>,
 }
 
 impl RoomBudget {
-    pub fn new(max: usize, placement: Arc<Placement>, core: usize, clock: Rc<Clock>) -> RoomBudget {
+    pub fn new(
+        max: usize,
+        placement: Arc<Placement>,
+        core: usize,
+        clock: Rc<Clock>,
+        metrics: Rc<Metrics>,
+    ) -> RoomBudget {
         RoomBudget {
             open: Cell::new(0),
             max,
             placement,
             core,
             clock,
+            metrics,
             emptied: RefCell::new(VecDeque::new()),
         }
     }
@@ -73,6 +82,7 @@ impl RoomBudget {
             return Err(Rejected::RoomsMax);
         }
         self.open.set(self.open.get() + 1);
+        self.metrics.room_delta(kind.into(), 1);
         Ok(())
     }
 
@@ -80,6 +90,7 @@ impl RoomBudget {
     pub fn close(&self, kind: WsKind, name: &str) {
         debug_assert!(self.open.get() > 0, "closed a room that was never opened");
         self.open.set(self.open.get() - 1);
+        self.metrics.room_delta(kind.into(), -1);
         let mut emptied = self.emptied.borrow_mut();
         if emptied.len() >= EMPTIED_ROOMS_KEPT_MAX {
             // It has no instance now, so its place can go at once.
@@ -102,7 +113,8 @@ mod tests {
     fn the_budget_refuses_past_its_max_and_refills_on_close() {
         let placement = Arc::new(Placement::new(1, 0));
         let clock = Rc::new(Clock::manual(0));
-        let budget = RoomBudget::new(2, placement.clone(), 0, clock.clone());
+        let metrics = Rc::new(Metrics::default());
+        let budget = RoomBudget::new(2, placement.clone(), 0, clock.clone(), metrics.clone());
         for name in ["a", "b", "c"] {
             placement.home(WsKind::Meter, name);
         }
@@ -132,5 +144,7 @@ mod tests {
             1,
             "then give it up, unless they reopened"
         );
+        let meter_rooms = metrics.rooms_open[crate::metrics::Endpoint::Meter as usize].get();
+        assert_eq!(meter_rooms, 1, "the gauge follows the rooms open");
     }
 }

@@ -14,7 +14,7 @@ use crate::meter::broadcast::Broadcast;
 use crate::meter::rate::RateLimit;
 use crate::meter::value;
 use crate::meter::window::{Contribution, Window};
-use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
+use crate::metrics::{Ignored, Metrics, Rejected};
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -152,7 +152,6 @@ impl Rooms {
         self.rooms
             .borrow_mut()
             .insert(name.to_string(), room.clone());
-        self.metrics.room_delta(Endpoint::Meter, 1);
         Ok(room)
     }
 
@@ -279,7 +278,6 @@ impl Member {
         if members.is_empty() {
             self.rooms.rooms.borrow_mut().remove(&self.room.name);
             self.rooms.budget.close(WsKind::Meter, &self.room.name);
-            self.rooms.metrics.room_delta(Endpoint::Meter, -1);
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn budget(rooms_max: usize) -> Rc<RoomBudget> {
         placement,
         0,
         Rc::new(Clock::manual(0)),
+        metrics(),
     ))
 }
 
