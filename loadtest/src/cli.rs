@@ -67,14 +67,8 @@ pub struct Common {
     /// Transport errors (connect/reset/timeout) tolerated before the exit code is non-zero
     #[arg(long, global = true, value_name = "N", default_value_t = 0)]
     pub max_errors: u64,
-    /// Per-operation timeout (connect, handshake, request/response, awaited message)
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0, value_parser = non_negative)]
-    pub timeout_s: f64,
-    /// RNG seed [default: random]; room names stay unique per run regardless
-    #[arg(long, global = true, value_name = "N")]
-    pub seed: Option<u64>,
-    /// Also report the server process's CPU use (per executor thread too) and RSS
-    /// (from /proc/PID) over the run
+    /// Also report the server process's CPU use (user/sys, per executor thread) and RSS
+    /// over the run (from /proc/PID)
     #[arg(long, global = true, value_name = "PID")]
     pub server_pid: Option<i32>,
     /// No live progress line on stderr
@@ -117,6 +111,15 @@ pub fn non_negative(s: &str) -> Result<f64, String> {
         return Err(format!("'{s}' must be a finite number >= 0"));
     }
     Ok(x)
+}
+
+/// A count of at least 1.
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
 }
 
 /// A percentage, 0 to 100.

@@ -1,10 +1,11 @@
 //! kakigori-loadtest: load-test and protocol-conformance harness for the
 //! kakigori server. One glommio executor pinned to one CPU drives every
-//! connection: HTTP/1.1 requests written raw and answers parsed with
-//! httparse, WebSockets through tungstenite.
+//! connection, each a task: HTTP/1.1 requests written raw and answers parsed
+//! with httparse, WebSockets through async-tungstenite.
 
 mod cli;
-mod common;
+mod ctx;
+mod fail;
 mod http;
 mod net;
 mod plot;
@@ -15,7 +16,7 @@ mod stats;
 mod usage;
 mod ws;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -23,16 +24,16 @@ use clap::Parser;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
 use crate::cli::{Cli, Cpu};
-use crate::common::{preflight, Ctx};
+use crate::ctx::{preflight, Ctx};
 use crate::net::Target;
-use crate::stats::{RunResult, Stats};
-use crate::usage::{ProcUsage, Sample};
+use crate::stats::Stats;
+use crate::usage::{Sample, Usage};
 
 fn main() {
     // clap exits with 2 on a usage error and 0 after --help
     let cli = Cli::parse();
-    match real_main(cli) {
-        Ok(code) => std::process::exit(code),
+    match run(&cli) {
+        Ok(pass) => std::process::exit(if pass { 0 } else { 1 }),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
@@ -40,19 +41,22 @@ fn main() {
     }
 }
 
-fn real_main(cli: Cli) -> Result<i32, String> {
+/// Run the plan and report; true when every server passed.
+fn run(cli: &Cli) -> Result<bool, String> {
     let c = &cli.common;
     cli.scenario.check()?;
     let urls = c.urls()?;
-    let targets = urls
+    let targets: Vec<Target> = urls
         .iter()
         .map(|u| net::parse_target(u, c.allow_remote))
-        .collect::<Result<Vec<_>, _>>()?;
-    let rounds = if c.compare.is_some() {
-        c.rounds.max(1)
-    } else {
-        1
-    };
+        .collect::<Result<_, _>>()?;
+    if let Some(p) = c.server_pid.filter(|p| Sample::take(*p, false).is_none()) {
+        return Err(format!("--server-pid {p}: no such process"));
+    }
+    match rlimit::utils::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n >= 1024 => {}
+        n => eprintln!("warning: RLIMIT_NOFILE is only {n:?}"),
+    }
     let placement = match c.cpu {
         Some(Cpu::Fixed(n)) => Placement::Fixed(n),
         Some(Cpu::Unbound) => Placement::Unbound,
@@ -64,49 +68,54 @@ fn real_main(cli: Cli) -> Result<i32, String> {
         }
         None => Placement::Fixed(1),
     };
-    if let Some(p) = c.server_pid {
-        if Sample::take(p, false).is_none() {
-            return Err(format!("--server-pid {p}: no such process"));
-        }
-    }
-    match rlimit::utils::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n >= 1024 => {}
-        n => eprintln!("warning: RLIMIT_NOFILE is only {n:?}"),
-    }
     let ex = LocalExecutorBuilder::new(placement)
         .name("loadtest")
         // small: fits an 8 MiB memlock limit even for non-root users
         .io_memory(256 << 10)
         .make()
         .map_err(|e| format!("cannot start the glommio executor: {e}"))?;
-    let seed = c.seed.unwrap_or_else(rand::random);
-    let results: Vec<(usize, RunResult)> = ex.run(run_plan(&cli, &targets, rounds, seed))?;
+    let stats: Vec<Rc<Stats>> = targets.iter().map(|_| Rc::default()).collect();
+    let rounds = if c.compare.is_some() {
+        c.rounds.max(1)
+    } else {
+        1
+    };
+    ex.run(async {
+        // A B A B ...: each server's rounds add up in its own Stats
+        for round in 1..=rounds {
+            for (i, (t, st)) in targets.iter().zip(&stats).enumerate() {
+                if targets.len() > 1 && !c.quiet {
+                    let ab = ["A", "B"][i];
+                    eprintln!(
+                        "--- round {round}/{rounds}: {} against {} ({ab})",
+                        cli.scenario.name(),
+                        t.url
+                    );
+                }
+                run_once(cli, t, st).await;
+            }
+        }
+    });
 
-    // merge rounds per target
-    let merged: Vec<RunResult> = (0..targets.len())
-        .map(|t| {
-            let runs: Vec<RunResult> = results
-                .iter()
-                .filter(|(i, _)| *i == t)
-                .map(|(_, r)| r.clone())
-                .collect();
-            RunResult::merge(&runs)
-        })
+    let name = cli.scenario.name();
+    let reports: Vec<_> = stats
+        .iter()
+        .zip(&urls)
+        .map(|(s, u)| report::json(s, name, u, c.max_errors))
         .collect();
-
-    let mut human = String::new();
-    for r in &merged {
-        human.push_str(&report::text(r, c.max_errors));
-        human.push('\n');
-    }
-    if let [a, b] = &merged[..] {
-        human.push_str(&report::compare_text(a, b));
+    let mut human = reports
+        .iter()
+        .map(report::text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let [a, b] = &reports[..] {
+        human += &format!("\n{}", report::compare_text(a, b));
     }
     if c.json {
         eprint!("{human}");
-        let mut v = match &merged[..] {
-            [a, b] => report::compare_json(a, b, c.max_errors),
-            _ => report::json(&merged[0], c.max_errors),
+        let mut v = match &reports[..] {
+            [a, b] => report::compare_json(a, b),
+            _ => reports[0].clone(),
         };
         v["argv"] = serde_json::json!(std::env::args().collect::<Vec<_>>());
         let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
@@ -115,89 +124,68 @@ fn real_main(cli: Cli) -> Result<i32, String> {
         print!("{human}");
     }
     if let Some(path) = &c.plot {
+        let hists: Vec<_> = stats.iter().map(|s| s.hists()).collect();
         let mut series = Vec::new();
-        for (i, r) in merged.iter().enumerate() {
-            for (n, h) in &r.hists {
-                let name = match merged.len() {
-                    2 => format!("{}: {n}", if i == 0 { "A" } else { "B" }),
-                    _ => n.clone(),
+        for (i, hs) in hists.iter().enumerate() {
+            for (n, h) in hs {
+                let n = if hists.len() == 2 {
+                    format!("{}: {n}", ["A", "B"][i])
+                } else {
+                    n.clone()
                 };
-                series.push((name, h));
+                series.push((n, h));
             }
         }
-        let title = format!(
-            "kakigori-loadtest {} ({})",
-            merged[0].scenario,
-            urls.join(" vs ")
-        );
+        let title = format!("kakigori-loadtest {name} ({})", urls.join(" vs "));
         std::fs::write(path, plot::svg(&title, &series)?)
             .map_err(|e| format!("--plot {}: {e}", path.display()))?;
         eprintln!("plot written to {}", path.display());
     }
-    let pass = merged.iter().all(|r| report::passed(r, c.max_errors));
-    Ok(if pass { 0 } else { 1 })
+    Ok(reports.iter().all(|r| r["pass"] == true))
 }
 
-async fn run_plan(
-    cli: &Cli,
-    targets: &[Target],
-    rounds: u64,
-    seed: u64,
-) -> Result<Vec<(usize, RunResult)>, String> {
-    let mut out = Vec::new();
-    for round in 0..rounds {
-        for (ti, t) in targets.iter().enumerate() {
-            if targets.len() > 1 && !cli.common.quiet {
-                eprintln!(
-                    "--- round {}/{rounds}: {} against {} ({})",
-                    round + 1,
-                    cli.scenario.name(),
-                    t.url,
-                    if ti == 0 { "A" } else { "B" }
-                );
-            }
-            let r = run_once(cli, t, seed.wrapping_add(round)).await?;
-            out.push((ti, r));
-        }
-    }
-    Ok(out)
-}
-
-async fn run_once(cli: &Cli, target: &Target, seed: u64) -> Result<RunResult, String> {
-    let (c, scenario) = (&cli.common, &cli.scenario);
-    let stats = Rc::new(Stats::new());
-    let duration_s = scenario.duration_s(c);
-    let ctx = Rc::new(Ctx::new(target.clone(), c, duration_s, stats.clone(), seed));
+/// One run of the scenario against `target`, with the CPU use of the
+/// harness and of the server over it.
+async fn run_once(cli: &Cli, target: &Target, st: &Rc<Stats>) {
+    let c = &cli.common;
+    let duration_s = cli.scenario.duration_s(c);
+    let ctx = Rc::new(Ctx::new(target.clone(), st.clone(), duration_s));
     let me = std::process::id() as i32;
-    let h0 = Sample::take(me, false);
-    let s0 = c.server_pid.and_then(|p| Sample::take(p, true));
+    let (h0, s0) = (
+        Sample::take(me, false),
+        c.server_pid.and_then(|p| Sample::take(p, true)),
+    );
     let t0 = Instant::now();
     let progress =
-        stats::spawn_progress(stats.clone(), scenario.name().into(), duration_s, c.quiet);
-    stats.start_window();
+        (!c.quiet).then(|| stats::spawn_progress(st.clone(), cli.scenario.name(), duration_s));
+    st.start_window();
     if preflight(&ctx).await {
-        scenario.run(ctx.clone()).await;
+        cli.scenario.run(ctx.clone()).await;
     }
-    stats.end_window();
+    st.end_window();
     drop(progress);
-    stats::progress_done(c.quiet);
+    if !c.quiet && std::io::stderr().is_terminal() {
+        eprintln!();
+    }
     let wall = t0.elapsed().as_secs_f64();
-    let mut res = stats.result(scenario.name(), &target.url);
     if let (Some(a), Some(b)) = (h0, Sample::take(me, false)) {
-        res.harness = ProcUsage::between(me, &a, &b, wall);
+        st.harness
+            .borrow_mut()
+            .add(&Usage::between(me, &a, &b, wall));
     }
     if let Some(l) = usage::load_average_1m().filter(|l| *l > 2.5) {
-        res.notes.push(format!(
-            "1-minute load average {l:.2} at the end: other processes shared the CPUs, numbers are noisy"
-        ));
+        st.note(format!("1-minute load average {l:.2} at the end: other processes shared the CPUs, numbers are noisy"));
     }
     if let (Some(pid), Some(a)) = (c.server_pid, s0) {
         match Sample::take(pid, true) {
-            Some(b) => res.server = Some(ProcUsage::between(pid, &a, &b, wall)),
-            None => res
-                .notes
-                .push(format!("server pid {pid} is gone at the end of the run")),
+            Some(b) => {
+                let u = Usage::between(pid, &a, &b, wall);
+                st.server
+                    .borrow_mut()
+                    .get_or_insert_with(Usage::default)
+                    .add(&u);
+            }
+            None => st.note(format!("server pid {pid} is gone at the end of the run")),
         }
     }
-    Ok(res)
 }

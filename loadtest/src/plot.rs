@@ -6,8 +6,6 @@
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
-use crate::report::{ms, summarize};
-
 const SIZE_PX: (u32, u32) = (980, 520);
 /// Points per line.
 const STEPS: usize = 240;
@@ -91,15 +89,16 @@ pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> Result<String, 
                 };
                 (x, y_of(v as f64 / 1000.0))
             });
-            let m = summarize(h);
+            let ms = |us: u64| us as f64 / 1000.0;
+            let (p50, p99) = (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
             chart
                 .draw_series(LineSeries::new(points, color))
                 .map_err(e)?
                 .label(format!(
-                    "{name}: p50 {} p99 {} max {} ms",
-                    ms(m.p50),
-                    ms(m.p99),
-                    ms(m.max)
+                    "{name}: p50 {:.3} p99 {:.3} max {:.3} ms",
+                    ms(p50),
+                    ms(p99),
+                    ms(h.max())
                 ))
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
         }

@@ -1,9 +1,9 @@
-//! The contract of SPEC.md as checks: exact JSON shapes, menu, orders,
-//! error bodies, meter and lobby messages.
+//! SPEC.md as checks: exact JSON shapes (serde with `deny_unknown_fields`),
+//! the menu, orders, error bodies, meter and lobby messages.
 
+use async_tungstenite::tungstenite::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use tungstenite::http::StatusCode;
 
 use crate::http::Response;
 
@@ -31,149 +31,112 @@ pub const MENU: [(&str, &str, &str); 4] = [
     ),
 ];
 
-pub fn menu_name(id: &str) -> Option<&'static str> {
-    MENU.iter().find(|m| m.0 == id).map(|m| m.1)
-}
+/// Order statuses in the only order they may take.
+pub const STATUSES: [&str; 3] = ["pending", "waitingPickup", "completed"];
 
+/// The first 200 characters, for examples in the report.
 fn short(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    if s.chars().count() > 200 {
-        format!("{}...", s.chars().take(200).collect::<String>())
-    } else {
-        s.into_owned()
-    }
+    String::from_utf8_lossy(b).chars().take(200).collect()
 }
 
-/// Status, CORS header, Content-Type, JSON body. Returns the parsed body.
-pub fn json_response(r: &Response, want_status: u16) -> Result<Value, String> {
-    if r.status() != want_status {
+/// Parse `b` as exactly `T`, or say what it should have been.
+fn exact<'a, T: Deserialize<'a>>(b: &'a [u8], want: &str) -> Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| format!("not {want} ({e}): {}", short(b)))
+}
+
+/// The headers every response carries (SPEC 1): CORS and, with a body, JSON.
+pub fn common_headers(r: &Response) -> Result<(), String> {
+    if r.header("access-control-allow-origin") != Some("*") {
+        let got = r.header("access-control-allow-origin");
+        return Err(format!("Access-Control-Allow-Origin {got:?}, want \"*\""));
+    }
+    let ct = r.header("content-type").unwrap_or("");
+    if !r.body.is_empty() && !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(format!("Content-Type {ct:?}, want application/json"));
+    }
+    Ok(())
+}
+
+/// Status, common headers and a JSON body, which it returns.
+pub fn json_response(r: &Response, status: u16) -> Result<Value, String> {
+    if r.status != status {
         return Err(format!(
-            "status {} (want {want_status}), body {}",
-            r.status(),
+            "status {} (want {status}), body {}",
+            r.status,
             short(&r.body)
         ));
     }
     common_headers(r)?;
-    serde_json::from_slice(&r.body)
-        .map_err(|e| format!("body is not JSON ({e}): {}", short(&r.body)))
+    exact(&r.body, "JSON")
 }
 
-/// Status + headers only (the caller parses the body itself).
-pub fn json_response_headers(r: &Response, want_status: u16) -> Result<(), String> {
-    if r.status() != want_status {
-        return Err(format!(
-            "status {} (want {want_status}), body {}",
-            r.status(),
-            short(&r.body)
-        ));
-    }
-    common_headers(r)
-}
-
-/// Headers every response must carry.
-pub fn common_headers(r: &Response) -> Result<(), String> {
-    match r.header("access-control-allow-origin") {
-        Some("*") => {}
-        other => return Err(format!("Access-Control-Allow-Origin {other:?}, want \"*\"")),
-    }
-    if !r.body.is_empty() {
-        let ct = r.header("content-type").unwrap_or("");
-        if !ct.to_ascii_lowercase().starts_with("application/json") {
-            return Err(format!("Content-Type {ct:?}, want application/json"));
-        }
-    }
-    Ok(())
-}
-
-/// `{"error": "<reason>", "message": "<msg>"}` exactly. `msg` None = any string.
-pub fn error_response(r: &Response, status: u16, msg: Option<&str>) -> Result<(), String> {
-    let v = json_response(r, status)?;
-    check_error_value(&v, status, msg).map_err(|e| format!("{e}: {}", short(&r.body)))
-}
-
-pub fn check_error_value(v: &Value, status: u16, msg: Option<&str>) -> Result<(), String> {
-    let o = v.as_object().ok_or("error body is not an object")?;
-    if o.len() != 2 || !o.contains_key("error") || !o.contains_key("message") {
-        return Err("error body must have exactly the keys error, message".into());
-    }
-    let want = StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    if o["error"].as_str() != Some(want) {
-        return Err(format!("error {:?}, want {want:?}", o["error"]));
-    }
-    let m = o["message"].as_str().ok_or("message is not a string")?;
-    if let Some(want) = msg {
-        if m != want {
-            return Err(format!("message {m:?}, want {want:?}"));
-        }
-    }
-    Ok(())
-}
-
-pub fn check_menu(v: &Value) -> Result<(), String> {
-    let o = v.as_object().ok_or("menu body is not an object")?;
-    if o.len() != 1 {
-        return Err("menu body must have exactly the key menu".into());
-    }
-    let items = o
-        .get("menu")
-        .and_then(|m| m.as_array())
-        .ok_or("menu is not an array")?;
-    if items.len() != MENU.len() {
-        return Err(format!(
-            "menu has {} items, want {}",
-            items.len(),
-            MENU.len()
-        ));
-    }
-    for (i, (it, (id, name, desc))) in items.iter().zip(MENU.iter()).enumerate() {
-        let io = it.as_object().ok_or("menu item is not an object")?;
-        if io.len() != 3 {
-            return Err(format!(
-                "menu item {i} must have exactly id, name, description"
-            ));
-        }
-        if io.get("id").and_then(|x| x.as_str()) != Some(id)
-            || io.get("name").and_then(|x| x.as_str()) != Some(name)
-            || io.get("description").and_then(|x| x.as_str()) != Some(desc)
-        {
-            return Err(format!(
-                "menu item {i} is {it}, want {id} / {name} / {desc}"
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Order {
-    pub id: String,
-    pub store: String,
-    pub menu_item_id: String,
-    pub status: String,
-    pub number: u64,
-}
-
-pub const STATUSES: [&str; 3] = ["pending", "waitingPickup", "completed"];
-
-pub fn status_rank(s: &str) -> usize {
-    STATUSES.iter().position(|x| *x == s).unwrap_or(usize::MAX)
-}
-
-/// An Order exactly as on the wire (unknown or missing keys are errors).
-#[derive(Deserialize, Debug, Clone)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OrderWire {
+struct ErrorBody {
+    error: String,
+    message: String,
+}
+
+/// `{"error": "<HTTP reason>", "message": "<msg>"}` exactly; `msg` None:
+/// any message.
+pub fn error_response(r: &Response, status: u16, msg: Option<&str>) -> Result<(), String> {
+    json_response(r, status)?;
+    let e: ErrorBody = exact(&r.body, "{\"error\":\"..\",\"message\":\"..\"}")?;
+    let code = StatusCode::from_u16(status).ok();
+    let reason = code.and_then(|c| c.canonical_reason()).unwrap_or("");
+    if e.error != reason {
+        return Err(format!("error {:?}, want {reason:?}", e.error));
+    }
+    match msg {
+        Some(m) if e.message != m => Err(format!("message {:?}, want {m:?}", e.message)),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Menu {
+    menu: Vec<MenuItem>,
+}
+
+#[derive(Deserialize, PartialEq, Debug)]
+#[serde(deny_unknown_fields)]
+struct MenuItem {
+    id: String,
+    name: String,
+    description: String,
+}
+
+/// `{"menu":[...]}` with exactly [`MENU`], in order.
+pub fn check_menu(body: &[u8]) -> Result<(), String> {
+    let m: Menu = exact(body, "{\"menu\":[{\"id\",\"name\",\"description\"}...]}")?;
+    let want = MENU.iter().map(|(id, name, desc)| MenuItem {
+        id: id.to_string(),
+        name: name.to_string(),
+        description: desc.to_string(),
+    });
+    if !m.menu.into_iter().eq(want) {
+        return Err(format!(
+            "menu is not the four items in order: {}",
+            short(body)
+        ));
+    }
+    Ok(())
+}
+
+/// An Order exactly as on the wire.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
     pub id: String,
     pub menu_item_id: String,
     pub menu_name: String,
     pub status: String,
     pub order_number: u64,
-    /// RFC 3339 in UTC (`…Z`); `null` only for orders journaled before times were kept.
+    /// RFC 3339 UTC with milliseconds; `null` for orders journaled before
+    /// times were kept.
     pub created_at: Option<String>,
-    /// The last status change, same format, never before `created_at`.
+    /// The last status change, never before `created_at`.
     pub updated_at: Option<String>,
 }
 
@@ -181,79 +144,84 @@ pub struct OrderWire {
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct OrderList {
-    pub orders: Vec<OrderWire>,
+    pub orders: Vec<Order>,
 }
 
-impl OrderWire {
-    /// Internal consistency: id = <store>-<order_number>, name matches the
-    /// item, known status.
+impl Order {
+    /// Internal consistency: id = <store>-<order_number>, the name of the
+    /// item, a known status, well-formed times in order.
     pub fn check(self) -> Result<Order, String> {
-        let OrderWire {
-            id,
-            menu_item_id: item,
-            menu_name: name,
-            status,
-            order_number: number,
-            created_at,
-            updated_at,
-        } = self;
-        // One fixed-width format (`2026-07-01T09:30:00.123Z`), so text order is time order.
+        let id = &self.id;
+        // one fixed-width format (2026-07-01T09:30:00.123Z): text order is time order
         let well_formed = |t: &Option<String>| {
             t.as_ref()
                 .is_none_or(|t| t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T')
         };
-        if !well_formed(&created_at) || !well_formed(&updated_at) {
+        let (created, updated) = (&self.created_at, &self.updated_at);
+        if !well_formed(created) || !well_formed(updated) {
             return Err(format!(
-                "{id}: times {created_at:?} / {updated_at:?} are not RFC 3339 UTC with milliseconds"
+                "{id}: times {created:?} / {updated:?} are not RFC 3339 UTC with milliseconds"
             ));
         }
-        if let (Some(created), Some(updated)) = (&created_at, &updated_at) {
-            if updated < created {
-                return Err(format!(
-                    "{id}: updated_at {updated} before created_at {created}"
-                ));
-            }
+        if matches!((created, updated), (Some(c), Some(u)) if u < c) {
+            return Err(format!(
+                "{id}: updated_at {updated:?} before created_at {created:?}"
+            ));
         }
-        if number == 0 {
+        if self.order_number == 0 {
             return Err(format!("{id}: order_number 0 (numbering starts at 1)"));
         }
-        let (store, n) = id
-            .rsplit_once('-')
-            .ok_or_else(|| format!("id {id:?} is not <store>-<n>"))?;
-        if n != number.to_string() || store.is_empty() {
-            return Err(format!(
-                "id {id:?} does not end with -<order_number> ({number})"
-            ));
+        let n = self.order_number.to_string();
+        if self.store().is_empty() || id.strip_suffix(&n).is_none_or(|s| !s.ends_with('-')) {
+            return Err(format!("id {id:?} is not <store>-<order_number> ({n})"));
         }
-        match menu_name(&item) {
-            Some(want) if want == name => {}
-            Some(want) => {
+        match MENU.iter().find(|m| m.0 == self.menu_item_id) {
+            Some(m) if m.1 == self.menu_name => {}
+            Some(m) => {
                 return Err(format!(
-                    "{id}: menu_name {name:?} for {item}, want {want:?}"
+                    "{id}: menu_name {:?}, want {:?}",
+                    self.menu_name, m.1
                 ))
             }
-            None => return Err(format!("{id}: menu_item_id {item:?} is not on the menu")),
+            None => {
+                return Err(format!(
+                    "{id}: menu_item_id {:?} is not on the menu",
+                    self.menu_item_id
+                ))
+            }
         }
-        if status_rank(&status) == usize::MAX {
+        if status_rank(&self.status).is_none() {
             return Err(format!(
-                "{id}: status {status:?} is not one of {STATUSES:?}"
+                "{id}: status {:?} is not one of {STATUSES:?}",
+                self.status
             ));
         }
-        Ok(Order {
-            store: store.to_string(),
-            id,
-            menu_item_id: item,
-            status,
-            number,
-        })
+        Ok(self)
+    }
+
+    /// The store id: the id up to `-<order_number>`.
+    pub fn store(&self) -> &str {
+        self.id.rsplit_once('-').map_or("", |(s, _)| s)
+    }
+
+    /// `got` is this order (the same id, number and item).
+    pub fn same_as(&self, got: &Order) -> Result<(), String> {
+        let same = (&got.id, got.order_number, &got.menu_item_id)
+            == (&self.id, self.order_number, &self.menu_item_id);
+        match same {
+            true => Ok(()),
+            false => Err(format!("asked for {}, got {got:?}", self.id)),
+        }
     }
 }
 
+pub fn status_rank(s: &str) -> Option<usize> {
+    STATUSES.iter().position(|x| *x == s)
+}
+
 /// Exact Order shape and internal consistency.
-pub fn parse_order(v: &Value) -> Result<Order, String> {
-    OrderWire::deserialize(v)
-        .map_err(|e| format!("not an Order ({e}): {v}"))?
-        .check()
+pub fn parse_order(b: &[u8]) -> Result<Order, String> {
+    exact::<Order>(b, "an Order")?.check()
 }
 
 /// A chant-meter broadcast.
@@ -265,15 +233,7 @@ pub struct Avg {
 }
 
 pub fn parse_avg(b: &[u8]) -> Result<Avg, String> {
-    let a: Avg = serde_json::from_slice(b).map_err(|e| {
-        format!(
-            "not {{\"average\":<number>,\"count\":<integer>}} ({e}): {}",
-            short(b)
-        )
-    })?;
-    if !a.average.is_finite() {
-        return Err(format!("average not finite: {}", short(b)));
-    }
+    let a: Avg = exact(b, "{\"average\":<number>,\"count\":<integer>}")?;
     if a.count == 0 {
         return Err(format!("count 0 in a broadcast: {}", short(b)));
     }
@@ -285,28 +245,17 @@ pub fn parse_avg(b: &[u8]) -> Result<Avg, String> {
 /// k = average + (count-1)/2. Errors if the pair cannot come from such a run.
 pub fn probe_newest(a: &Avg) -> Result<u64, String> {
     let twice = a.average * 2.0;
+    let (avg, n) = (a.average, a.count as i64);
     if (twice - twice.round()).abs() > 1e-6 {
+        return Err(format!("average {avg} is not a half-integer"));
+    }
+    let k2 = twice.round() as i64 + n - 1; // 2k
+    if k2 % 2 != 0 || k2 / 2 - n + 1 < 1 {
         return Err(format!(
-            "average {} is not a half-integer (window of consecutive integers)",
-            a.average
+            "average {avg} with count {n} is no run of integers >= 1"
         ));
     }
-    let k2 = twice.round() as i64 + a.count as i64 - 1; // 2k
-    if k2 % 2 != 0 {
-        return Err(format!(
-            "average {} with count {} cannot be a run of consecutive integers",
-            a.average, a.count
-        ));
-    }
-    let k = k2 / 2;
-    let j = k - a.count as i64 + 1;
-    if j < 1 {
-        return Err(format!(
-            "average {} count {} implies values below 1",
-            a.average, a.count
-        ));
-    }
-    Ok(k as u64)
+    Ok((k2 / 2) as u64)
 }
 
 /// A lobby message.
@@ -318,12 +267,7 @@ pub struct Stay {
 }
 
 pub fn parse_stay(b: &[u8]) -> Result<Stay, String> {
-    serde_json::from_slice(b).map_err(|e| {
-        format!(
-            "not {{\"stay_num\":\"<n>\",\"start_time\":\"...\"}} ({e}): {}",
-            short(b)
-        )
-    })
+    exact(b, "{\"stay_num\":\"<n>\",\"start_time\":\"...\"}")
 }
 
 /// Parse `YYYY-MM-DDTHH:MM:SS+09:00` exactly (whole seconds, Tokyo offset)
@@ -331,19 +275,14 @@ pub fn parse_stay(b: &[u8]) -> Result<Stay, String> {
 pub fn parse_tokyo_rfc3339(s: &str) -> Result<i64, String> {
     let t = chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%:z")
         .ok()
-        .filter(|_| s.len() == "YYYY-MM-DDTHH:MM:SS+09:00".len())
+        .filter(|t| s.len() == 25 && t.offset().local_minus_utc() == 9 * 3600)
         .ok_or_else(|| format!("{s:?} is not YYYY-MM-DDTHH:MM:SS+09:00"))?;
-    if t.offset().local_minus_utc() != 9 * 3600 {
-        return Err(format!("{s:?}: offset must be +09:00 (Asia/Tokyo)"));
-    }
     Ok(t.timestamp())
 }
 
 pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -351,38 +290,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn order(v: &Value) -> Result<Order, String> {
+        parse_order(v.to_string().as_bytes())
+    }
+
     #[test]
     fn orders() {
         let v = json!({"id":"store-001-7","menu_item_id":"giiku-sai","menu_name":"技育祭な いちご味","status":"pending","order_number":7,
                        "created_at":"2026-07-01T09:30:00.123Z","updated_at":"2026-07-01T09:30:00.123Z"});
-        let o = parse_order(&v).unwrap();
-        let mut unknown = v.clone();
-        unknown["created_at"] = Value::Null;
-        unknown["updated_at"] = Value::Null;
-        assert!(parse_order(&unknown).is_ok());
-        let mut bad = v.clone();
-        bad["updated_at"] = json!("2026-07-01T09:29:59.999Z");
-        assert!(parse_order(&bad).is_err());
-        let mut bad = v.clone();
-        bad["created_at"] = json!(1782898200);
-        assert!(parse_order(&bad).is_err());
-        assert_eq!(o.store, "store-001");
-        assert_eq!(o.number, 7);
-        let mut bad = v.clone();
-        bad["order_number"] = json!(8);
-        assert!(parse_order(&bad).is_err());
-        let mut bad = v.clone();
-        bad["menu_name"] = json!("x");
-        assert!(parse_order(&bad).is_err());
-        let mut bad = v.clone();
-        bad["extra"] = json!(1);
-        assert!(parse_order(&bad).is_err());
-        let mut bad = v.clone();
-        bad["status"] = json!("waiting");
-        assert!(parse_order(&bad).is_err());
-        let mut bad = v.clone();
-        bad["order_number"] = json!("7");
-        assert!(parse_order(&bad).is_err());
+        let o = order(&v).unwrap();
+        assert_eq!((o.store(), o.order_number), ("store-001", 7));
+        assert!(o.same_as(&o).is_ok());
+        let untimed = json!({"created_at": null, "updated_at": null});
+        let mut ok = v.clone();
+        ok.as_object_mut()
+            .unwrap()
+            .extend(untimed.as_object().unwrap().clone());
+        assert!(order(&ok).is_ok());
+        for (k, bad) in [
+            ("updated_at", json!("2026-07-01T09:29:59.999Z")),
+            ("created_at", json!(1782898200)),
+            ("order_number", json!(8)),
+            ("order_number", json!("7")),
+            ("menu_name", json!("x")),
+            ("extra", json!(1)),
+            ("status", json!("waiting")),
+            ("id", json!("-7")),
+        ] {
+            let mut b = v.clone();
+            b[k] = bad;
+            assert!(order(&b).is_err(), "{b}");
+        }
+        let mut other = o.clone();
+        other.order_number = 8;
+        assert!(o.same_as(&other).is_err());
     }
 
     #[test]
@@ -391,99 +332,66 @@ mod tests {
             .iter()
             .map(|(i, n, d)| json!({"id": i, "name": n, "description": d}))
             .collect();
-        assert!(check_menu(&json!({ "menu": items })).is_ok());
-        let mut rev = items.clone();
-        rev.reverse();
-        assert!(check_menu(&json!({ "menu": rev })).is_err());
-        assert!(check_error_value(
-            &json!({"error":"Not Found","message":"Order not found"}),
+        assert!(check_menu(json!({ "menu": items }).to_string().as_bytes()).is_ok());
+        let rev: Vec<Value> = items.iter().rev().cloned().collect();
+        assert!(check_menu(json!({ "menu": rev }).to_string().as_bytes()).is_err());
+        assert!(check_menu(json!({ "menu": items, "x": 1 }).to_string().as_bytes()).is_err());
+        let resp = |status: u16, body: Value| {
+            let b = body.to_string();
+            let raw = format!("HTTP/1.1 {status} X\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len());
+            crate::http::parse_response(raw.as_bytes())
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        let nf = resp(
             404,
-            Some("Order not found")
-        )
-        .is_ok());
-        assert!(
-            check_error_value(&json!({"error":"Bad Request","message":"x"}), 404, None).is_err()
+            json!({"error":"Not Found","message":"Order not found"}),
         );
-        assert!(check_error_value(&json!({"error":"Bad Request"}), 400, None).is_err());
+        assert!(error_response(&nf, 404, Some("Order not found")).is_ok());
+        assert!(error_response(&nf, 404, Some("x")).is_err());
+        assert!(error_response(&nf, 400, None).is_err());
+        let wrong = resp(404, json!({"error":"Bad Request","message":"x"}));
+        assert!(error_response(&wrong, 404, None).is_err());
+        assert!(error_response(&resp(400, json!({"error":"Bad Request"})), 400, None).is_err());
     }
 
     #[test]
     fn averages() {
+        let a = parse_avg(br#"{"average":2.5,"count":4}"#).unwrap();
         assert_eq!(
-            parse_avg(br#"{"average":2.5,"count":4}"#).unwrap(),
+            a,
             Avg {
                 average: 2.5,
                 count: 4
             }
         );
-        assert!(parse_avg(br#"{"average":2.5,"count":4,"x":1}"#).is_err());
-        assert!(parse_avg(br#"{"average":2.5}"#).is_err());
-        assert!(parse_avg(br#"{"average":"2.5","count":4}"#).is_err());
-        assert!(parse_avg(br#"{"average":2.5,"count":4.5}"#).is_err());
-        assert!(parse_avg(br#"{"average":2.5,"count":0}"#).is_err());
         assert!(parse_avg(br#"{"average":1,"count":1}"#).is_ok());
+        for bad in [
+            &br#"{"average":2.5,"count":4,"x":1}"#[..],
+            br#"{"average":2.5}"#,
+            br#"{"average":"2.5","count":4}"#,
+            br#"{"average":2.5,"count":4.5}"#,
+            br#"{"average":2.5,"count":0}"#,
+        ] {
+            assert!(parse_avg(bad).is_err());
+        }
     }
 
     #[test]
     fn probe_identification() {
-        // window 1..=1
-        assert_eq!(
-            probe_newest(&Avg {
-                average: 1.0,
-                count: 1
-            })
-            .unwrap(),
-            1
-        );
-        // window 3..=6: avg 4.5
-        assert_eq!(
-            probe_newest(&Avg {
-                average: 4.5,
-                count: 4
-            })
-            .unwrap(),
-            6
-        );
-        // window 100..=124
-        let (j, k) = (100u64, 124u64);
-        let sum: u64 = (j..=k).sum();
-        let avg = sum as f64 / (k - j + 1) as f64;
-        assert_eq!(
-            probe_newest(&Avg {
-                average: avg,
-                count: k - j + 1
-            })
-            .unwrap(),
-            k
-        );
-        assert!(probe_newest(&Avg {
-            average: 4.3,
-            count: 4
-        })
-        .is_err());
-        assert!(probe_newest(&Avg {
-            average: 4.5,
-            count: 3
-        })
-        .is_err());
-        assert!(probe_newest(&Avg {
-            average: 1.0,
-            count: 3
-        })
-        .is_err());
-        // every run j..=k over a range identifies k
+        let newest = |average, count| probe_newest(&Avg { average, count });
+        assert_eq!(newest(1.0, 1), Ok(1));
+        assert_eq!(newest(4.5, 4), Ok(6)); // 3..=6
+        assert!(newest(4.3, 4).is_err());
+        assert!(newest(4.5, 3).is_err());
+        assert!(newest(1.0, 3).is_err()); // would need 0
+                                          // every run j..=k identifies k, computed as the server does
         for j in 1..60u64 {
             for k in j..j + 40 {
                 let n = k - j + 1;
                 let avg = (j..=k).sum::<u64>() as f64 / n as f64;
-                assert_eq!(
-                    probe_newest(&Avg {
-                        average: avg,
-                        count: n
-                    })
-                    .unwrap(),
-                    k
-                );
+                assert_eq!(newest(avg, n), Ok(k));
             }
         }
     }
@@ -494,16 +402,20 @@ mod tests {
         assert_eq!(s.stay_num, "2");
         assert!(parse_stay(br#"{"stay_num":2,"start_time":"null"}"#).is_err());
         assert!(parse_stay(br#"{"stay_num":"2","start_time":null}"#).is_err());
-        assert_eq!(parse_tokyo_rfc3339("1970-01-01T09:00:00+09:00").unwrap(), 0);
+        assert_eq!(parse_tokyo_rfc3339("1970-01-01T09:00:00+09:00"), Ok(0));
         assert_eq!(
-            parse_tokyo_rfc3339("2025-10-25T14:03:21+09:00").unwrap(),
-            1761368601
+            parse_tokyo_rfc3339("2025-10-25T14:03:21+09:00"),
+            Ok(1761368601)
         );
-        assert!(parse_tokyo_rfc3339("2025-10-25T14:03:21Z").is_err());
-        assert!(parse_tokyo_rfc3339("2025-10-25T14:03:21.5+09:00").is_err());
-        assert!(parse_tokyo_rfc3339("2025-10-25 14:03:21+09:00").is_err());
-        assert!(parse_tokyo_rfc3339("2025-13-25T14:03:21+09:00").is_err());
-        assert!(parse_tokyo_rfc3339("2025-10-25T14:03:21+00:00").is_err());
-        assert!(parse_tokyo_rfc3339("2025-1-25T14:03:21+09:00").is_err());
+        for bad in [
+            "2025-10-25T14:03:21Z",
+            "2025-10-25T14:03:21.5+09:00",
+            "2025-10-25 14:03:21+09:00",
+            "2025-13-25T14:03:21+09:00",
+            "2025-10-25T14:03:21+00:00",
+            "2025-1-25T14:03:21+09:00",
+        ] {
+            assert!(parse_tokyo_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,218 +1,12 @@
-//! Final reports: human text, JSON and the A/B comparison.
+//! The final report. It is built once, as JSON (`--json` prints it); the
+//! human text and the `--compare` table are read back from that JSON, so
+//! the three can never disagree.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use crate::stats::{Kind, RunResult};
-use crate::usage::{ProcUsage, BUSIEST_EXECUTOR_SHARE_TARGET_PCT};
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Summary {
-    pub count: u64,
-    pub min: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-    pub mean: f64,
-}
-
-pub fn summarize(h: &Histogram<u64>) -> Summary {
-    if h.is_empty() {
-        return Summary {
-            count: 0,
-            min: 0,
-            p50: 0,
-            p90: 0,
-            p99: 0,
-            p999: 0,
-            max: 0,
-            mean: 0.0,
-        };
-    }
-    Summary {
-        count: h.len(),
-        min: h.min(),
-        p50: h.value_at_percentile(50.0),
-        p90: h.value_at_percentile(90.0),
-        p99: h.value_at_percentile(99.0),
-        p999: h.value_at_percentile(99.9),
-        max: h.max(),
-        mean: h.mean(),
-    }
-}
-
-/// Microseconds as milliseconds with 3 decimals.
-pub fn ms(us: u64) -> String {
-    format!("{:.3}", us as f64 / 1000.0)
-}
-
-fn usage_line(u: &ProcUsage) -> String {
-    format!(
-        "cpu {:.2} s user + {:.2} s sys = {:.1}% of one core over {:.1} s; RSS {:.1} MB (peak {:.1} MB)",
-        u.cpu_user_s,
-        u.cpu_sys_s,
-        u.cpu_pct,
-        u.wall_s,
-        u.rss_kb as f64 / 1024.0,
-        u.peak_rss_kb as f64 / 1024.0
-    )
-}
-
-pub fn passed(r: &RunResult, max_errors: u64) -> bool {
-    r.violation_count() == 0 && r.error_count() <= max_errors
-}
-
-pub fn text(r: &RunResult, max_errors: u64) -> String {
-    let mut s = format!(
-        "== {} @ {} -- {:.1} s measured ==\n",
-        r.scenario, r.target, r.wall_s
-    );
-    let w = r
-        .counters
-        .iter()
-        .map(|c| c.name.chars().count())
-        .chain(r.hists.iter().map(|(n, _)| n.chars().count()))
-        .chain(r.metrics.iter().map(|(n, _)| n.chars().count()))
-        .max()
-        .unwrap_or(0)
-        .max(12);
-    if !r.counters.is_empty() {
-        s.push_str("counters:\n");
-        for c in &r.counters {
-            match c.kind {
-                Kind::Rate => s.push_str(&format!(
-                    "  {:<w$} {:>12} {:>12.1}/s\n",
-                    c.name, c.total, c.per_s
-                )),
-                Kind::Gauge => s.push_str(&format!("  {:<w$} {:>12} (peak)\n", c.name, c.total)),
-                Kind::Total => s.push_str(&format!("  {:<w$} {:>12}\n", c.name, c.total)),
-            }
-        }
-    }
-    if !r.hists.is_empty() {
-        s.push_str(&format!(
-            "{:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
-            "latency (ms)",
-            "count",
-            "p50",
-            "p90",
-            "p99",
-            "p99.9",
-            "max",
-            "mean",
-            w = w + 2
-        ));
-        for (n, h) in r.hists.iter().filter(|(_, h)| !h.is_empty()) {
-            let m = summarize(h);
-            s.push_str(&format!(
-                "  {:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9.3}\n",
-                n,
-                m.count,
-                ms(m.p50),
-                ms(m.p90),
-                ms(m.p99),
-                ms(m.p999),
-                ms(m.max),
-                m.mean / 1000.0
-            ));
-        }
-    }
-    if !r.metrics.is_empty() {
-        s.push_str("metrics:\n");
-        for (n, v) in &r.metrics {
-            s.push_str(&format!("  {n:<w$} {v:>14.4}\n"));
-        }
-    }
-    for n in &r.notes {
-        s.push_str(&format!("note: {n}\n"));
-    }
-    s.push_str(&format!("harness: {}\n", usage_line(&r.harness)));
-    if r.harness.cpu_pct > 85.0 && r.harness.wall_s > 2.0 {
-        s.push_str("WARNING: the harness used most of its core; it may have been the bottleneck\n");
-    }
-    if let Some(sv) = &r.server {
-        s.push_str(&format!("server:  {}\n", usage_line(sv)));
-        s.push_str(&threads_text(sv));
-    }
-    let issues = |s: &mut String, title: &str, list: &[(String, crate::stats::Issue)]| {
-        if list.is_empty() {
-            s.push_str(&format!("{title}: none\n"));
-            return;
-        }
-        let total: u64 = list.iter().map(|(_, i)| i.count).sum();
-        s.push_str(&format!("{title}: {total}\n"));
-        for (k, i) in list {
-            s.push_str(&format!("  [{}x] {}\n", i.count, k));
-            for e in &i.examples {
-                s.push_str(&format!("      e.g. {e}\n"));
-            }
-        }
-    };
-    issues(&mut s, "VIOLATIONS", &r.violations);
-    issues(&mut s, "transport errors", &r.errors);
-    s.push_str(if passed(r, max_errors) {
-        "RESULT: PASS\n"
-    } else {
-        "RESULT: FAIL\n"
-    });
-    s
-}
-
-/// One line per executor thread, one for the other threads, and the
-/// busiest executor's share against its target.
-fn threads_text(u: &ProcUsage) -> String {
-    let mut s = String::new();
-    for t in &u.threads {
-        let name = if t.executor {
-            format!("executor {}", t.name)
-        } else {
-            format!("{} ({})", t.name, t.threads)
-        };
-        s.push_str(&format!(
-            "server {name:<22} {:>6.1}% of one core, {:>5.1}% of the server's CPU\n",
-            u.pct_of_one_core(t.cpu_s),
-            u.share_pct(t.cpu_s)
-        ));
-    }
-    if let Some((t, share)) = u.busiest_executor() {
-        s.push_str(&format!(
-            "server busiest executor: {}, {share:.1}% of the server's CPU time (target <= {BUSIEST_EXECUTOR_SHARE_TARGET_PCT}%)\n",
-            t.name
-        ));
-    }
-    s
-}
-
-fn usage_json(u: &ProcUsage) -> Value {
-    let mut v = json!({
-        "cpu_user_s": u.cpu_user_s,
-        "cpu_sys_s": u.cpu_sys_s,
-        "cpu_pct_of_one_core": u.cpu_pct,
-        "wall_s": u.wall_s,
-        "rss_kb": u.rss_kb,
-        "peak_rss_kb": u.peak_rss_kb,
-    });
-    if !u.threads.is_empty() {
-        v["threads"] = u
-            .threads
-            .iter()
-            .map(|t| {
-                json!({
-                    "name": t.name,
-                    "executor": t.executor,
-                    "threads": t.threads,
-                    "cpu_s": t.cpu_s,
-                    "cpu_pct_of_one_core": num(u.pct_of_one_core(t.cpu_s)),
-                    "share_of_process_cpu_pct": num(u.share_pct(t.cpu_s)),
-                })
-            })
-            .collect();
-        v["busiest_executor_share_pct"] = u.busiest_executor().map_or(Value::Null, |(_, x)| num(x));
-    }
-    v
-}
+use crate::stats::{Issues, Kind, Stats};
+use crate::usage::{Usage, BUSIEST_EXECUTOR_SHARE_TARGET_PCT};
 
 fn num(x: f64) -> Value {
     if x.is_finite() {
@@ -222,202 +16,378 @@ fn num(x: f64) -> Value {
     }
 }
 
-pub fn json(r: &RunResult, max_errors: u64) -> Value {
-    let mut counters = Map::new();
-    for c in &r.counters {
-        counters.insert(
-            c.name.clone(),
-            json!({
-                "total": c.total,
-                "per_s": if c.kind == Kind::Rate { num(c.per_s) } else { Value::Null },
-                "kind": match c.kind { Kind::Rate => "rate", Kind::Gauge => "gauge", Kind::Total => "total" },
-            }),
-        );
-    }
-    let mut lat = Map::new();
-    for (n, h) in &r.hists {
-        let m = summarize(h);
-        lat.insert(
-            n.clone(),
-            json!({
-                "count": m.count, "min": m.min, "p50": m.p50, "p90": m.p90,
-                "p99": m.p99, "p99_9": m.p999, "max": m.max, "mean": num(m.mean),
-            }),
-        );
-    }
-    let mut metrics = Map::new();
-    for (n, v) in &r.metrics {
-        metrics.insert(n.clone(), num(*v));
-    }
-    let issues = |l: &[(String, crate::stats::Issue)]| -> Value {
-        Value::Array(
-            l.iter()
-                .map(|(k, i)| json!({"kind": k, "count": i.count, "examples": i.examples}))
-                .collect(),
-        )
+/// Count, min, p50, p90, p99, p99.9, max and mean in microseconds.
+fn latency(h: &Histogram<u64>) -> Value {
+    let q = |p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
     };
     json!({
-        "scenario": r.scenario,
-        "target": r.target,
-        "measured_s": num(r.wall_s),
-        "pass": passed(r, max_errors),
-        "counters": counters,
-        "latency_us": lat,
-        "metrics": metrics,
-        "notes": r.notes,
-        "violations": issues(&r.violations),
-        "errors": issues(&r.errors),
-        "harness": usage_json(&r.harness),
-        "server": r.server.as_ref().map(usage_json),
+        "count": h.len(), "min": if h.is_empty() { 0 } else { h.min() }, "p50": q(0.5),
+        "p90": q(0.9), "p99": q(0.99), "p99_9": q(0.999), "max": h.max(), "mean": num(h.mean()),
     })
 }
 
-/// Key numbers of a run for A/B comparison: (name, value, higher_is_better).
-pub fn key_numbers(r: &RunResult) -> Vec<(String, f64, bool)> {
-    let mut v = Vec::new();
-    for c in &r.counters {
-        if c.kind == Kind::Rate {
-            v.push((format!("{} /s", c.name), c.per_s, true));
-        }
-    }
-    for (n, h) in r.hists.iter().filter(|(_, h)| !h.is_empty()) {
-        let m = summarize(h);
-        v.push((format!("{n} p50 ms"), m.p50 as f64 / 1000.0, false));
-        v.push((format!("{n} p99 ms"), m.p99 as f64 / 1000.0, false));
-        v.push((format!("{n} p99.9 ms"), m.p999 as f64 / 1000.0, false));
-    }
-    for (n, x) in &r.metrics {
-        v.push((n.clone(), *x, true));
-    }
-    if let Some(s) = &r.server {
-        v.push(("server cpu %".into(), s.cpu_pct, false));
-        v.push((
-            "server peak RSS MB".into(),
-            s.peak_rss_kb as f64 / 1024.0,
-            false,
-        ));
-        for t in s.threads.iter().filter(|t| t.executor) {
-            v.push((
-                format!("server {} cpu %", t.name),
-                s.pct_of_one_core(t.cpu_s),
-                false,
-            ));
-        }
-        if let Some((_, share)) = s.busiest_executor() {
-            v.push(("server busiest executor share %".into(), share, false));
-        }
+fn usage(u: &Usage) -> Value {
+    let mut v = json!({
+        "cpu_user_s": u.cpu_user_s, "cpu_sys_s": u.cpu_sys_s,
+        "cpu_pct_of_one_core": num(u.pct_of_one_core(u.cpu_s())), "wall_s": u.wall_s,
+        "rss_kb": u.rss_kb, "peak_rss_kb": u.peak_rss_kb,
+    });
+    if !u.threads.is_empty() {
+        let thread = |t: &crate::usage::ThreadCpu| {
+            json!({
+                "name": t.name, "executor": t.executor, "threads": t.threads, "cpu_s": t.cpu_s,
+                "cpu_pct_of_one_core": num(u.pct_of_one_core(t.cpu_s)),
+                "share_of_process_cpu_pct": num(u.share_pct(t.cpu_s)),
+            })
+        };
+        v["threads"] = u.threads.iter().map(thread).collect();
+        v["busiest_executor_share_pct"] = u.busiest_executor().map_or(Value::Null, |(_, x)| num(x));
     }
     v
 }
 
-pub fn compare_text(a: &RunResult, b: &RunResult) -> String {
+fn issues(i: &Issues) -> Value {
+    let list = i.get();
+    let each = list
+        .iter()
+        .map(|(k, (n, ex))| json!({"kind": k, "count": n, "examples": ex}));
+    each.collect()
+}
+
+/// Everything one server's runs measured; `pass` decides the exit code.
+pub fn json(st: &Stats, scenario: &str, target: &str, max_errors: u64) -> Value {
+    let wall = st.measured_s().max(1e-9);
+    let mut counters = Map::new();
+    for c in st.counters() {
+        let (kind, per_s) = match c.kind {
+            Kind::Rate => ("rate", num(c.reported() as f64 / wall)),
+            Kind::Gauge => ("gauge", Value::Null),
+            Kind::Total => ("total", Value::Null),
+        };
+        let v = json!({"total": c.reported(), "per_s": per_s, "kind": kind});
+        counters.insert(c.name.to_string(), v);
+    }
+    let lat: Map<String, Value> = st
+        .hists()
+        .iter()
+        .map(|(n, h)| (n.clone(), latency(h)))
+        .collect();
+    let metrics: Map<String, Value> = st.metrics().into_iter().map(|(n, v)| (n, num(v))).collect();
+    json!({
+        "scenario": scenario,
+        "target": target,
+        "measured_s": num(wall),
+        "pass": st.violations.total() == 0 && st.errors.total() <= max_errors,
+        "counters": counters,
+        "latency_us": lat,
+        "metrics": metrics,
+        "notes": *st.notes.borrow(),
+        "violations": issues(&st.violations),
+        "errors": issues(&st.errors),
+        "harness": usage(&st.harness.borrow()),
+        "server": st.server.borrow().as_ref().map(usage),
+    })
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn entries(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    v.as_object().into_iter().flatten()
+}
+
+fn usage_line(u: &Value) -> String {
+    format!(
+        "cpu {:.2} s user + {:.2} s sys = {:.1}% of one core over {:.1} s; RSS {:.1} MB (peak {:.1} MB)",
+        f(&u["cpu_user_s"]),
+        f(&u["cpu_sys_s"]),
+        f(&u["cpu_pct_of_one_core"]),
+        f(&u["wall_s"]),
+        f(&u["rss_kb"]) / 1024.0,
+        f(&u["peak_rss_kb"]) / 1024.0
+    )
+}
+
+/// The human report of [`json`].
+pub fn text(r: &Value) -> String {
+    let mut s = format!(
+        "== {} @ {} -- {:.1} s measured ==\n",
+        r["scenario"].as_str().unwrap_or(""),
+        r["target"].as_str().unwrap_or(""),
+        f(&r["measured_s"])
+    );
+    let names = ["counters", "latency_us", "metrics"]
+        .map(|k| entries(&r[k]).map(|(n, _)| n.chars().count()));
+    let w = names.into_iter().flatten().max().unwrap_or(0).max(12);
+    if entries(&r["counters"]).next().is_some() {
+        s += "counters:\n";
+    }
+    for (n, c) in entries(&r["counters"]) {
+        s += &match c["kind"].as_str() {
+            Some("rate") => format!("  {n:<w$} {:>12} {:>12.1}/s\n", c["total"], f(&c["per_s"])),
+            Some("gauge") => format!("  {n:<w$} {:>12} (peak)\n", c["total"]),
+            _ => format!("  {n:<w$} {:>12}\n", c["total"]),
+        };
+    }
+    let lat: Vec<_> = entries(&r["latency_us"])
+        .filter(|(_, l)| l["count"] != 0)
+        .collect();
+    if !lat.is_empty() {
+        let cols = ["count", "p50", "p90", "p99", "p99.9", "max", "mean"];
+        s += &format!("{:<w2$}", "latency (ms)", w2 = w + 2);
+        s += &cols.map(|c| format!(" {c:>9}")).concat();
+        s += "\n";
+    }
+    for (n, l) in lat {
+        let ms = ["p50", "p90", "p99", "p99_9", "max", "mean"]
+            .map(|k| format!(" {:>9.3}", f(&l[k]) / 1000.0));
+        s += &format!("  {n:<w$} {:>9}{}\n", l["count"], ms.concat());
+    }
+    if entries(&r["metrics"]).next().is_some() {
+        s += "metrics:\n";
+    }
+    for (n, v) in entries(&r["metrics"]) {
+        s += &format!("  {n:<w$} {:>14.4}\n", f(v));
+    }
+    for n in r["notes"].as_array().into_iter().flatten() {
+        s += &format!("note: {}\n", n.as_str().unwrap_or(""));
+    }
+    s += &format!("harness: {}\n", usage_line(&r["harness"]));
+    if f(&r["harness"]["cpu_pct_of_one_core"]) > 85.0 && f(&r["harness"]["wall_s"]) > 2.0 {
+        s += "WARNING: the harness used most of its core; it may have been the bottleneck\n";
+    }
+    let sv = &r["server"];
+    if !sv.is_null() {
+        s += &format!("server:  {}\n", usage_line(sv));
+    }
+    for t in sv["threads"].as_array().into_iter().flatten() {
+        let name = match t["executor"].as_bool() {
+            Some(true) => format!("executor {}", t["name"].as_str().unwrap_or("")),
+            _ => format!("{} ({})", t["name"].as_str().unwrap_or(""), t["threads"]),
+        };
+        s += &format!(
+            "server {name:<22} {:>6.1}% of one core, {:>5.1}% of the server's CPU\n",
+            f(&t["cpu_pct_of_one_core"]),
+            f(&t["share_of_process_cpu_pct"])
+        );
+    }
+    if let Some(share) = sv["busiest_executor_share_pct"].as_f64() {
+        let threads = sv["threads"].as_array().into_iter().flatten();
+        let execs = threads.filter(|t| t["executor"] == true);
+        let busiest = execs.max_by(|a, b| f(&a["cpu_s"]).total_cmp(&f(&b["cpu_s"])));
+        let name = busiest.and_then(|t| t["name"].as_str()).unwrap_or("");
+        s += &format!("server busiest executor: {name}, {share:.1}% of the server's CPU time (target <= {BUSIEST_EXECUTOR_SHARE_TARGET_PCT}%)\n");
+    }
+    for (title, key) in [("VIOLATIONS", "violations"), ("transport errors", "errors")] {
+        let list = r[key].as_array().cloned().unwrap_or_default();
+        match list
+            .iter()
+            .map(|i| i["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+        {
+            0 => s += &format!("{title}: none\n"),
+            total => s += &format!("{title}: {total}\n"),
+        }
+        for i in &list {
+            s += &format!("  [{}x] {}\n", i["count"], i["kind"].as_str().unwrap_or(""));
+            for e in i["examples"].as_array().into_iter().flatten() {
+                s += &format!("      e.g. {}\n", e.as_str().unwrap_or(""));
+            }
+        }
+    }
+    s + if r["pass"] == true {
+        "RESULT: PASS\n"
+    } else {
+        "RESULT: FAIL\n"
+    }
+}
+
+/// The numbers an A/B comparison puts side by side: (name, value,
+/// higher is better).
+pub fn key_numbers(r: &Value) -> Vec<(String, f64, bool)> {
+    let mut v = Vec::new();
+    for (n, c) in entries(&r["counters"]).filter(|(_, c)| c["kind"] == "rate") {
+        v.push((format!("{n} /s"), f(&c["per_s"]), true));
+    }
+    for (n, l) in entries(&r["latency_us"]).filter(|(_, l)| l["count"] != 0) {
+        for (p, k) in [("p50", "p50"), ("p99", "p99"), ("p99.9", "p99_9")] {
+            v.push((format!("{n} {p} ms"), f(&l[k]) / 1000.0, false));
+        }
+    }
+    v.extend(entries(&r["metrics"]).map(|(n, x)| (n.clone(), f(x), true)));
+    let s = &r["server"];
+    if !s.is_null() {
+        v.push(("server cpu %".into(), f(&s["cpu_pct_of_one_core"]), false));
+        v.push((
+            "server peak RSS MB".into(),
+            f(&s["peak_rss_kb"]) / 1024.0,
+            false,
+        ));
+    }
+    for t in s["threads"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["executor"] == true)
+    {
+        let name = t["name"].as_str().unwrap_or("");
+        v.push((
+            format!("server {name} cpu %"),
+            f(&t["cpu_pct_of_one_core"]),
+            false,
+        ));
+    }
+    if let Some(x) = s["busiest_executor_share_pct"].as_f64() {
+        v.push(("server busiest executor share %".into(), x, false));
+    }
+    v
+}
+
+/// (name, A, B, higher is better) for the numbers both runs have.
+fn pairs(a: &Value, b: &Value) -> Vec<(String, f64, f64, bool)> {
+    let kb = key_numbers(b);
+    let in_b = |n: &str| kb.iter().find(|(m, _, _)| m == n).map(|x| x.1);
+    let both = key_numbers(a)
+        .into_iter()
+        .filter_map(|(n, va, hib)| Some((in_b(&n)?, n, va, hib)));
+    both.map(|(vb, n, va, hib)| (n, va, vb, hib)).collect()
+}
+
+pub fn compare_text(a: &Value, b: &Value) -> String {
     let mut s = format!(
         "== compare {}: A = {}  B = {} ==\n{:<40} {:>14} {:>14} {:>8}\n",
-        a.scenario, a.target, b.target, "metric", "A", "B", "B/A"
+        a["scenario"].as_str().unwrap_or(""),
+        a["target"].as_str().unwrap_or(""),
+        b["target"].as_str().unwrap_or(""),
+        "metric",
+        "A",
+        "B",
+        "B/A"
     );
-    let kb = key_numbers(b);
-    for (n, va, _) in key_numbers(a) {
-        let vb = kb.iter().find(|(m, _, _)| *m == n).map(|x| x.1);
-        let (vb_s, ratio) = match vb {
-            Some(vb) => (format!("{vb:.3}"), ratio_str(va, vb)),
-            None => ("-".into(), "-".into()),
+    for (n, va, vb, _) in pairs(a, b) {
+        let ratio = if va == 0.0 {
+            "-".into()
+        } else {
+            format!("{:.3}", vb / va)
         };
-        s.push_str(&format!("{n:<40} {va:>14.3} {vb_s:>14} {ratio:>8}\n"));
+        s += &format!("{n:<40} {va:>14.3} {vb:>14.3} {ratio:>8}\n");
     }
     s
 }
 
-fn ratio_str(a: f64, b: f64) -> String {
-    if a == 0.0 {
-        "-".into()
-    } else {
-        format!("{:.3}", b / a)
-    }
-}
-
-pub fn compare_json(a: &RunResult, b: &RunResult, max_errors: u64) -> Value {
+pub fn compare_json(a: &Value, b: &Value) -> Value {
     let mut ratios = Map::new();
-    let kb = key_numbers(b);
-    for (n, va, hib) in key_numbers(a) {
-        if let Some((_, vb, _)) = kb.iter().find(|(m, _, _)| *m == n) {
-            ratios.insert(
-                n,
-                json!({"a": num(va), "b": num(*vb), "b_over_a": if va == 0.0 { Value::Null } else { num(vb / va) }, "higher_is_better": hib}),
-            );
-        }
+    for (n, va, vb, hib) in pairs(a, b) {
+        let ratio = if va == 0.0 { Value::Null } else { num(vb / va) };
+        let v = json!({"a": num(va), "b": num(vb), "b_over_a": ratio, "higher_is_better": hib});
+        ratios.insert(n, v);
     }
-    json!({"compare": {"a": json(a, max_errors), "b": json(b, max_errors), "ratios": ratios}})
+    json!({"compare": {"a": a, "b": b, "ratios": ratios}})
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::stats::{new_hist, Stats};
     use crate::usage::ThreadCpu;
 
-    fn sample() -> RunResult {
-        let s = Stats::new();
-        s.start_window();
-        let c = s.counter("sent", Kind::Rate);
-        c.add(1000);
+    fn sample() -> Value {
+        let s = Stats::default();
+        s.counter("sent", Kind::Rate).add(1000);
         s.counter("open", Kind::Gauge).add(7);
         let h = s.hist("fanout");
         for v in 1..=1000u64 {
-            h.record_us(v * 10); // 10 us .. 10 ms uniformly
+            h.record(Duration::from_micros(v * 10)); // 10 us .. 10 ms uniformly
         }
         s.metric("delivery_ratio", 0.25);
         s.violation("bad <shape>", || "got {\"x\":1}".into());
-        let mut r = s.result("meter", "http://127.0.0.1:8080");
-        r.wall_s = 10.0;
-        r.counters[0].per_s = 100.0;
         let thread = |name: &str, executor, threads, cpu_s| ThreadCpu {
             name: name.into(),
             executor,
             threads,
             cpu_s,
         };
-        r.server = Some(ProcUsage {
+        *s.server.borrow_mut() = Some(Usage {
             cpu_user_s: 3.0,
             cpu_sys_s: 2.0,
-            cpu_pct: 50.0,
             wall_s: 10.0,
             threads: vec![
                 thread("kakigori-1", true, 1, 3.5),
                 thread("kakigori-2", true, 1, 1.25),
                 thread("other threads", false, 17, 0.25),
             ],
-            ..ProcUsage::default()
+            ..Usage::default()
         });
+        let mut r = json(&s, "meter", "http://127.0.0.1:8080", 0);
+        r["measured_s"] = json!(10.0);
+        r["counters"]["sent"]["per_s"] = json!(100.0);
         r
     }
 
     #[test]
-    fn percentiles() {
-        let mut h = new_hist();
-        for v in 1..=10_000u64 {
-            h.record(v).unwrap();
-        }
-        let m = summarize(&h);
-        assert_eq!(m.count, 10_000);
-        assert!((4990..=5010).contains(&m.p50), "{}", m.p50);
-        assert!((8990..=9010).contains(&m.p90));
-        assert!((9890..=9910).contains(&m.p99));
-        assert!((9980..=10010).contains(&m.p999));
-        assert!((9995..=10010).contains(&m.max));
-        assert_eq!(summarize(&new_hist()).count, 0);
-        assert_eq!(ms(1500), "1.500");
+    fn json_report() {
+        let v = sample();
+        assert_eq!(
+            (v["scenario"].as_str(), v["pass"].as_bool()),
+            (Some("meter"), Some(false))
+        );
+        assert_eq!(v["counters"]["sent"]["total"], 1000);
+        assert_eq!(v["counters"]["open"]["kind"], "gauge");
+        let fanout = &v["latency_us"]["fanout"];
+        assert_eq!(fanout["count"], 1000);
+        assert!(
+            (4990..=5010).contains(&fanout["p50"].as_u64().unwrap()),
+            "{fanout}"
+        );
+        assert!(
+            (9890..=9910).contains(&fanout["p99"].as_u64().unwrap()),
+            "{fanout}"
+        );
+        assert_eq!(v["metrics"]["delivery_ratio"], 0.25);
+        assert_eq!(v["violations"][0]["kind"], "bad <shape>");
+        let threads = &v["server"]["threads"];
+        assert_eq!(
+            (
+                threads[0]["name"].as_str(),
+                threads[0]["executor"].as_bool()
+            ),
+            (Some("kakigori-1"), Some(true))
+        );
+        assert_eq!(threads[0]["cpu_pct_of_one_core"], 35.0);
+        assert_eq!(threads[0]["share_of_process_cpu_pct"], 70.0);
+        assert_eq!(threads[2]["threads"], 17);
+        assert_eq!(v["server"]["busiest_executor_share_pct"], 70.0);
+        assert!(v["harness"].get("threads").is_none());
+        let c = compare_json(&v, &v);
+        assert_eq!(c["compare"]["ratios"]["sent /s"]["b_over_a"], 1.0);
+        let busiest = &c["compare"]["ratios"]["server busiest executor share %"];
+        assert_eq!(
+            (busiest["a"].as_f64(), busiest["higher_is_better"].as_bool()),
+            (Some(70.0), Some(false))
+        );
+        assert_eq!(c["compare"]["ratios"]["server kakigori-2 cpu %"]["b"], 12.5);
+        assert!(compare_text(&v, &v).contains("fanout p99 ms"));
     }
 
     #[test]
     fn text_report() {
-        let r = sample();
-        let t = text(&r, 0);
-        assert!(t.contains("meter"));
-        assert!(t.contains("sent"));
-        assert!(t.contains("100.0/s"));
-        assert!(t.contains("fanout"));
-        assert!(t.contains("VIOLATIONS: 1"));
-        assert!(t.contains("RESULT: FAIL"));
+        let t = text(&sample());
+        for want in [
+            "== meter @ http://127.0.0.1:8080 -- 10.0 s",
+            "100.0/s",
+            "  fanout ",
+            "VIOLATIONS: 1",
+            "RESULT: FAIL",
+        ] {
+            assert!(t.contains(want), "{want}: {t}");
+        }
         let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("server ")).collect();
         assert_eq!(
             lines,
@@ -428,43 +398,5 @@ mod tests {
                 "server busiest executor: kakigori-1, 70.0% of the server's CPU time (target <= 65%)",
             ]
         );
-    }
-
-    #[test]
-    fn json_report() {
-        let r = sample();
-        let v = json(&r, 0);
-        assert_eq!(v["scenario"], "meter");
-        assert_eq!(v["pass"], false);
-        assert_eq!(v["counters"]["sent"]["total"], 1000);
-        assert_eq!(v["counters"]["sent"]["per_s"], 100.0);
-        assert_eq!(v["counters"]["open"]["kind"], "gauge");
-        let p50 = v["latency_us"]["fanout"]["p50"].as_u64().unwrap();
-        assert!((4990..=5010).contains(&p50));
-        assert_eq!(v["latency_us"]["fanout"]["count"], 1000);
-        assert_eq!(v["metrics"]["delivery_ratio"], 0.25);
-        assert_eq!(v["violations"][0]["kind"], "bad <shape>");
-        assert_eq!(v["violations"][0]["count"], 1);
-        let threads = &v["server"]["threads"];
-        assert_eq!(threads[0]["name"], "kakigori-1");
-        assert_eq!(threads[0]["executor"], true);
-        assert_eq!(threads[0]["cpu_pct_of_one_core"], 35.0);
-        assert_eq!(threads[0]["share_of_process_cpu_pct"], 70.0);
-        assert_eq!(threads[2]["threads"], 17);
-        assert_eq!(v["server"]["busiest_executor_share_pct"], 70.0);
-        assert!(v["harness"].get("threads").is_none());
-        // round-trips through text
-        let txt = serde_json::to_string(&v).unwrap();
-        let back: Value = serde_json::from_str(&txt).unwrap();
-        assert_eq!(back, v);
-        let c = compare_json(&r, &r, 0);
-        assert_eq!(c["compare"]["ratios"]["sent /s"]["b_over_a"], 1.0);
-        let busiest = &c["compare"]["ratios"]["server busiest executor share %"];
-        assert_eq!(
-            (busiest["a"].as_f64(), busiest["higher_is_better"].as_bool()),
-            (Some(70.0), Some(false))
-        );
-        assert_eq!(c["compare"]["ratios"]["server kakigori-2 cpu %"]["b"], 12.5);
-        assert!(compare_text(&r, &r).contains("1.000"));
     }
 }

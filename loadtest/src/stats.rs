@@ -1,7 +1,11 @@
-//! Counters, latency histograms, violations/errors and the live progress line.
-//! Everything is single-threaded (one executor), so plain `Cell`/`RefCell`.
+//! What a run measured: counters, latency histograms (hdrhistogram),
+//! derived metrics, notes, problems grouped by kind, and the CPU use of the
+//! harness and the server. One `Stats` per server lives across the
+//! --compare rounds, so rounds add up by themselves. Everything runs on one
+//! executor: `Cell` and `RefCell`, and handles (`Rc<Counter>`, `Rc<Hist>`)
+//! taken once so the hot path never looks a name up.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::rc::Rc;
@@ -9,16 +13,17 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::usage::ProcUsage;
+use crate::fail::Fail;
+use crate::usage::Usage;
 
 /// How a counter is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// Events; shown as a per-second rate.
+    /// Events, shown with their rate per second.
     Rate,
-    /// A current level (open connections); shown as its value.
+    /// A level (open connections), shown as its peak.
     Gauge,
-    /// A total, shown only in the final report.
+    /// A total, in the final report only.
     Total,
 }
 
@@ -30,419 +35,227 @@ pub struct Counter {
 }
 
 impl Counter {
-    #[inline]
     pub fn inc(&self) {
         self.add(1);
     }
-    #[inline]
+
     pub fn add(&self, n: u64) {
-        let v = self.v.get() + n;
-        self.v.set(v);
-        if v > self.peak.get() {
-            self.peak.set(v);
-        }
+        self.v.set(self.v.get() + n);
+        self.peak.set(self.peak.get().max(self.v.get()));
     }
-    /// Highest value ever held (for gauges).
-    pub fn peak(&self) -> u64 {
-        self.peak.get()
-    }
-    #[inline]
+
     pub fn dec(&self) {
         self.v.set(self.v.get().saturating_sub(1));
     }
-    #[inline]
+
     pub fn get(&self) -> u64 {
         self.v.get()
     }
+
+    /// What the report shows: the peak of a gauge, the total of the others.
+    pub fn reported(&self) -> u64 {
+        match self.kind {
+            Kind::Gauge => self.peak.get(),
+            _ => self.v.get(),
+        }
+    }
 }
 
-/// Largest latency recorded: one hour in microseconds.
-pub const HIST_MAX_US: u64 = 3_600_000_000;
-
+/// Latencies in microseconds: 1 µs to one hour, 3 significant digits.
 pub fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
-pub struct Hist {
-    pub name: String,
-    h: RefCell<Histogram<u64>>,
-}
+pub struct Hist(RefCell<Histogram<u64>>);
 
 impl Hist {
-    #[inline]
-    pub fn record_us(&self, us: u64) {
-        self.h.borrow_mut().saturating_record(us.max(1));
-    }
-    #[inline]
     pub fn record(&self, d: Duration) {
-        self.record_us(d.as_micros() as u64);
+        let us = (d.as_micros() as u64).max(1);
+        self.0.borrow_mut().saturating_record(us);
     }
-    #[inline]
+
     pub fn since(&self, t: Instant) {
         self.record(t.elapsed());
     }
-    pub fn count(&self) -> u64 {
-        self.h.borrow().len()
+
+    pub fn get(&self) -> Ref<'_, Histogram<u64>> {
+        self.0.borrow()
     }
 }
 
-#[derive(Clone, Debug, Default)]
-pub struct Issue {
-    pub count: u64,
-    pub examples: Vec<String>,
-}
-
-/// Grouped problems: kind -> count and the first few examples.
-#[derive(Default)]
-pub struct Issues {
-    map: RefCell<BTreeMap<String, Issue>>,
-    total: Cell<u64>,
-}
-
+/// Examples kept per kind of problem.
 const EXAMPLES: usize = 3;
+
+/// Problems of one sort, by kind: how many and the first few examples.
+#[derive(Default)]
+pub struct Issues(RefCell<BTreeMap<String, (u64, Vec<String>)>>);
 
 impl Issues {
     pub fn add(&self, kind: &str, detail: impl FnOnce() -> String) {
-        self.total.set(self.total.get() + 1);
-        let mut m = self.map.borrow_mut();
-        if let Some(i) = m.get_mut(kind) {
-            i.count += 1;
-            if i.examples.len() < EXAMPLES {
-                i.examples.push(detail());
-            }
-        } else {
-            m.insert(
-                kind.to_string(),
-                Issue {
-                    count: 1,
-                    examples: vec![detail()],
-                },
-            );
+        let mut m = self.0.borrow_mut();
+        let (n, examples) = m.entry(kind.to_string()).or_default();
+        *n += 1;
+        if examples.len() < EXAMPLES {
+            examples.push(detail());
         }
     }
+
     pub fn total(&self) -> u64 {
-        self.total.get()
+        self.0.borrow().values().map(|(n, _)| n).sum()
     }
-    pub fn snapshot(&self) -> Vec<(String, Issue)> {
-        self.map
-            .borrow()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+
+    pub fn get(&self) -> Ref<'_, BTreeMap<String, (u64, Vec<String>)>> {
+        self.0.borrow()
     }
 }
 
-/// All measurements of one scenario run.
+#[derive(Default)]
 pub struct Stats {
     counters: RefCell<Vec<Rc<Counter>>>,
-    hists: RefCell<Vec<Rc<Hist>>>,
+    hists: RefCell<Vec<(String, Rc<Hist>)>>,
+    /// The server broke the contract.
     pub violations: Issues,
+    /// Transport failures (connect, reset, timeout).
     pub errors: Issues,
-    metrics: RefCell<Vec<(String, f64)>>,
-    notes: RefCell<Vec<String>>,
-    /// Measured phase (rates are computed over it).
-    window: Cell<Option<(Instant, Option<Instant>)>>,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// Derived numbers: (name, sum over rounds, rounds); reported as means.
+    metrics: RefCell<Vec<(String, f64, u32)>>,
+    pub notes: RefCell<Vec<String>>,
+    /// Length of the measured phases so far, and the start of the open one.
+    measured: Cell<Duration>,
+    since: Cell<Option<Instant>>,
+    pub harness: RefCell<Usage>,
+    pub server: RefCell<Option<Usage>>,
 }
 
 impl Stats {
-    pub fn new() -> Stats {
-        Stats {
-            counters: RefCell::new(Vec::new()),
-            hists: RefCell::new(Vec::new()),
-            violations: Issues::default(),
-            errors: Issues::default(),
-            metrics: RefCell::new(Vec::new()),
-            notes: RefCell::new(Vec::new()),
-            window: Cell::new(None),
-        }
-    }
-
+    /// The counter `name`, the same one in every round.
     pub fn counter(&self, name: &'static str, kind: Kind) -> Rc<Counter> {
+        let mut cs = self.counters.borrow_mut();
+        if let Some(c) = cs.iter().find(|c| c.name == name) {
+            return c.clone();
+        }
         let c = Rc::new(Counter {
             name,
             kind,
             v: Cell::new(0),
             peak: Cell::new(0),
         });
-        self.counters.borrow_mut().push(c.clone());
+        cs.push(c.clone());
         c
     }
 
+    /// The latency histogram `name`, the same one in every round.
     pub fn hist(&self, name: &str) -> Rc<Hist> {
-        let h = Rc::new(Hist {
-            name: name.to_string(),
-            h: RefCell::new(new_hist()),
-        });
-        self.hists.borrow_mut().push(h.clone());
+        let mut hs = self.hists.borrow_mut();
+        if let Some((_, h)) = hs.iter().find(|(n, _)| n == name) {
+            return h.clone();
+        }
+        let h = Rc::new(Hist(RefCell::new(new_hist())));
+        hs.push((name.to_string(), h.clone()));
         h
-    }
-
-    /// Record a protocol violation (the server broke the contract).
-    pub fn violation(&self, kind: &str, detail: impl FnOnce() -> String) {
-        self.violations.add(kind, detail);
-    }
-
-    /// Record a transport error (connect/reset/timeout).
-    pub fn error(&self, kind: &str, detail: impl FnOnce() -> String) {
-        self.errors.add(kind, detail);
-    }
-
-    pub fn metric(&self, name: &str, v: f64) {
-        self.metrics.borrow_mut().push((name.to_string(), v));
-    }
-
-    pub fn note(&self, s: impl Into<String>) {
-        self.notes.borrow_mut().push(s.into());
-    }
-
-    pub fn start_window(&self) {
-        self.window.set(Some((Instant::now(), None)));
-    }
-
-    pub fn end_window(&self) {
-        if let Some((s, None)) = self.window.get() {
-            self.window.set(Some((s, Some(Instant::now()))));
-        }
-    }
-
-    /// Seconds of the measured phase (so far).
-    pub fn window_s(&self) -> f64 {
-        match self.window.get() {
-            Some((s, Some(e))) => (e - s).as_secs_f64(),
-            Some((s, None)) => s.elapsed().as_secs_f64(),
-            None => 0.0,
-        }
     }
 
     pub fn counters(&self) -> Vec<Rc<Counter>> {
         self.counters.borrow().clone()
     }
 
-    /// Owned snapshot for reporting.
-    pub fn result(&self, scenario: &str, target: &str) -> RunResult {
-        let wall = self.window_s().max(1e-9);
-        RunResult {
-            scenario: scenario.to_string(),
-            target: target.to_string(),
-            wall_s: wall,
-            counters: self
-                .counters
-                .borrow()
-                .iter()
-                .map(|c| {
-                    // gauges report their peak
-                    let total = if c.kind == Kind::Gauge {
-                        c.peak()
-                    } else {
-                        c.get()
-                    };
-                    CounterOut {
-                        name: c.name.to_string(),
-                        kind: c.kind,
-                        total,
-                        per_s: total as f64 / wall,
-                    }
-                })
-                .collect(),
-            hists: self
-                .hists
-                .borrow()
-                .iter()
-                .map(|h| (h.name.clone(), h.h.borrow().clone()))
-                .collect(),
-            metrics: self.metrics.borrow().clone(),
-            violations: self.violations.snapshot(),
-            errors: self.errors.snapshot(),
-            notes: self.notes.borrow().clone(),
-            harness: Default::default(),
-            server: None,
+    pub fn hists(&self) -> Vec<(String, Histogram<u64>)> {
+        let hs = self.hists.borrow();
+        hs.iter()
+            .map(|(n, h)| (n.clone(), h.get().clone()))
+            .collect()
+    }
+
+    pub fn violation(&self, kind: &str, detail: impl FnOnce() -> String) {
+        self.violations.add(kind, detail);
+    }
+
+    pub fn error(&self, kind: &str, detail: impl FnOnce() -> String) {
+        self.errors.add(kind, detail);
+    }
+
+    /// Record why `what` failed at `at` (a path, a room).
+    pub fn fail(&self, what: &str, at: &str, f: Fail) {
+        let kind = format!("{what}: {}", f.kind);
+        let detail = || format!("{at}: {}", f.detail);
+        match f.violation {
+            true => self.violation(&kind, detail),
+            false => self.error(&kind, detail),
         }
+    }
+
+    /// A check's result; a failure is a violation named `what`.
+    pub fn check<T>(&self, what: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|e| self.violation(what, || e)).ok()
+    }
+
+    pub fn metric(&self, name: &str, v: f64) {
+        let mut ms = self.metrics.borrow_mut();
+        match ms.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, sum, rounds)) => (*sum, *rounds) = (*sum + v, *rounds + 1),
+            None => ms.push((name.to_string(), v, 1)),
+        }
+    }
+
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        let ms = self.metrics.borrow();
+        ms.iter()
+            .map(|(n, s, r)| (n.clone(), s / f64::from(*r)))
+            .collect()
+    }
+
+    pub fn note(&self, s: impl Into<String>) {
+        self.notes.borrow_mut().push(s.into());
+    }
+
+    /// Start the measured phase (again: a scenario restarts it after its
+    /// unmeasured set-up).
+    pub fn start_window(&self) {
+        self.since.set(Some(Instant::now()));
+    }
+
+    pub fn end_window(&self) {
+        if let Some(t) = self.since.take() {
+            self.measured.set(self.measured.get() + t.elapsed());
+        }
+    }
+
+    /// Seconds measured over every round so far.
+    pub fn measured_s(&self) -> f64 {
+        let open = self.since.get().map_or(Duration::ZERO, |t| t.elapsed());
+        (self.measured.get() + open).as_secs_f64()
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct CounterOut {
-    pub name: String,
-    pub kind: Kind,
-    pub total: u64,
-    pub per_s: f64,
-}
-
-/// Everything a report needs, detached from the live run.
-#[derive(Clone, Debug)]
-pub struct RunResult {
-    pub scenario: String,
-    pub target: String,
-    pub wall_s: f64,
-    pub counters: Vec<CounterOut>,
-    pub hists: Vec<(String, Histogram<u64>)>,
-    pub metrics: Vec<(String, f64)>,
-    pub violations: Vec<(String, Issue)>,
-    pub errors: Vec<(String, Issue)>,
-    pub notes: Vec<String>,
-    pub harness: ProcUsage,
-    pub server: Option<ProcUsage>,
-}
-
-impl RunResult {
-    pub fn violation_count(&self) -> u64 {
-        self.violations.iter().map(|(_, i)| i.count).sum()
-    }
-    pub fn error_count(&self) -> u64 {
-        self.errors.iter().map(|(_, i)| i.count).sum()
-    }
-    #[cfg(test)]
-    pub fn counter(&self, name: &str) -> Option<&CounterOut> {
-        self.counters.iter().find(|c| c.name == name)
-    }
-
-    /// Merge several runs of the same scenario against the same server.
-    pub fn merge(runs: &[RunResult]) -> RunResult {
-        let mut out = runs[0].clone();
-        for r in &runs[1..] {
-            out.wall_s += r.wall_s;
-            for c in &r.counters {
-                match out.counters.iter_mut().find(|o| o.name == c.name) {
-                    Some(o) if o.kind == Kind::Gauge => o.total = o.total.max(c.total),
-                    Some(o) => o.total += c.total,
-                    None => out.counters.push(c.clone()),
-                }
-            }
-            for (n, h) in &r.hists {
-                match out.hists.iter_mut().find(|(o, _)| o == n) {
-                    Some((_, o)) => {
-                        let _ = o.add(h);
-                    }
-                    None => out.hists.push((n.clone(), h.clone())),
-                }
-            }
-            for (n, v) in &r.metrics {
-                if let Some((_, o)) = out.metrics.iter_mut().find(|(o, _)| o == n) {
-                    *o += v;
-                } else {
-                    out.metrics.push((n.clone(), *v));
-                }
-            }
-            for (k, i) in r.violations.iter() {
-                merge_issue(&mut out.violations, k, i);
-            }
-            for (k, i) in r.errors.iter() {
-                merge_issue(&mut out.errors, k, i);
-            }
-            out.notes.extend(r.notes.iter().cloned());
-            out.harness.merge(&r.harness);
-            if let (Some(o), Some(s)) = (out.server.as_mut(), r.server.as_ref()) {
-                o.merge(s);
-            }
-        }
-        let n = runs.len() as f64;
-        for (_, v) in out.metrics.iter_mut() {
-            // metrics are averaged over the rounds (first value counted once)
-            *v /= n;
-        }
-        for c in out.counters.iter_mut() {
-            c.per_s = c.total as f64 / out.wall_s.max(1e-9);
-        }
-        out
-    }
-}
-
-fn merge_issue(into: &mut Vec<(String, Issue)>, k: &str, i: &Issue) {
-    match into.iter_mut().find(|(o, _)| o == k) {
-        Some((_, o)) => {
-            o.count += i.count;
-            for e in &i.examples {
-                if o.examples.len() < EXAMPLES {
-                    o.examples.push(e.clone());
-                }
-            }
-        }
-        None => into.push((k.to_string(), i.clone())),
-    }
-}
-
-/// Prints one status line per second until dropped (it is a glommio task).
-pub fn spawn_progress(
-    stats: Rc<Stats>,
-    label: String,
-    total_s: f64,
-    quiet: bool,
-) -> glommio::Task<()> {
+/// Prints a status line every second until dropped (a glommio task): each
+/// counter's rate or level, and the problems so far.
+pub fn spawn_progress(stats: Rc<Stats>, label: &'static str, total_s: f64) -> glommio::Task<()> {
     glommio::spawn_local(async move {
-        if quiet {
-            return;
-        }
         let tty = std::io::stderr().is_terminal();
         let start = Instant::now();
         let mut prev: Vec<u64> = stats.counters().iter().map(|c| c.get()).collect();
-        let mut prev_t = Instant::now();
-        let mut tick = 1u64;
-        loop {
-            let next = start + Duration::from_secs(tick);
-            tick += 1;
-            crate::net::sleep(next.saturating_duration_since(Instant::now())).await;
-            let now = Instant::now();
-            let dt = (now - prev_t).as_secs_f64().max(1e-6);
-            prev_t = now;
+        for tick in 1u64.. {
+            crate::net::sleep_until(start + Duration::from_secs(tick)).await;
+            let mut line = format!("[{label} {tick:>4}s/{total_s:.0}s]");
             let cs = stats.counters();
-            let mut line = format!(
-                "[{label} {:>4.0}s/{total_s:.0}s]",
-                start.elapsed().as_secs_f64()
-            );
             for (i, c) in cs.iter().enumerate() {
-                let v = c.get();
-                let p = prev.get(i).copied().unwrap_or(0);
+                let delta = c.get().saturating_sub(prev.get(i).copied().unwrap_or(0));
                 match c.kind {
-                    Kind::Rate => line.push_str(&format!(
-                        " {} {}/s",
-                        c.name,
-                        human((v.saturating_sub(p)) as f64 / dt)
-                    )),
-                    Kind::Gauge => line.push_str(&format!(" {} {}", c.name, v)),
+                    Kind::Rate => line += &format!(" {} {delta}/s", c.name),
+                    Kind::Gauge => line += &format!(" {} {}", c.name, c.get()),
                     Kind::Total => {}
                 }
             }
-            line.push_str(&format!(
-                " | err {} viol {}",
-                stats.errors.total(),
-                stats.violations.total()
-            ));
+            let (e, v) = (stats.errors.total(), stats.violations.total());
+            line += &format!(" | err {e} viol {v}");
             prev = cs.iter().map(|c| c.get()).collect();
-            let mut e = std::io::stderr().lock();
-            if tty {
-                let _ = write!(e, "\r\x1b[K{line}");
-            } else {
-                let _ = writeln!(e, "{line}");
-            }
-            let _ = e.flush();
+            let mut err = std::io::stderr().lock();
+            let _ = match tty {
+                true => write!(err, "\r\x1b[K{line}"),
+                false => writeln!(err, "{line}"),
+            };
         }
     })
-}
-
-/// End the progress line on a terminal.
-pub fn progress_done(quiet: bool) {
-    if !quiet && std::io::stderr().is_terminal() {
-        eprintln!();
-    }
-}
-
-/// 1234567 -> "1.23M"
-pub fn human(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2}M", x / 1e6)
-    } else if x >= 1e4 {
-        format!("{:.1}k", x / 1e3)
-    } else if x >= 100.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.1}")
-    }
 }
 
 #[cfg(test)]
@@ -451,45 +264,46 @@ mod tests {
 
     #[test]
     fn issues_group_and_cap_examples() {
-        let s = Stats::new();
+        let s = Stats::default();
         for i in 0..10 {
             s.violation("shape", || format!("ex{i}"));
         }
-        s.violation("other", || "x".into());
-        let v = s.violations.snapshot();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[1].0, "shape");
-        assert_eq!(v[1].1.count, 10);
-        assert_eq!(v[1].1.examples, vec!["ex0", "ex1", "ex2"]);
-        assert_eq!(s.violations.total(), 11);
+        s.fail("GET menu", "/x", Fail::error("timeout", "10 s"));
+        s.fail(
+            "GET menu",
+            "/x",
+            Fail::violation("malformed HTTP response", "garbage"),
+        );
+        assert_eq!(s.check("c", Err::<(), _>("bad".into())), None);
+        assert_eq!(s.check("c", Ok::<_, String>(5)), Some(5));
+        let v = s.violations.get();
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v["shape"],
+            (10, vec!["ex0".into(), "ex1".into(), "ex2".into()])
+        );
+        assert_eq!(v["GET menu: malformed HTTP response"].1, ["/x: garbage"]);
+        assert_eq!(s.errors.get()["GET menu: timeout"].0, 1);
+        assert_eq!((s.violations.total(), s.errors.total()), (12, 1));
     }
 
+    /// Rounds share the counters: totals add, gauges keep their peak,
+    /// metrics average, histograms merge.
     #[test]
-    fn merge_runs() {
-        let mk = |n: u64, lat: u64| {
-            let s = Stats::new();
-            s.start_window();
-            let c = s.counter("sent", Kind::Rate);
-            c.add(n);
-            let h = s.hist("lat");
-            h.record_us(lat);
-            s.metric("ratio", 0.5);
-            let mut r = s.result("x", "t");
-            r.wall_s = 2.0;
-            r
-        };
-        let m = RunResult::merge(&[mk(10, 100), mk(30, 300)]);
-        assert_eq!(m.counter("sent").unwrap().total, 40);
-        assert_eq!(m.counter("sent").unwrap().per_s, 10.0);
-        assert_eq!(m.hists[0].1.len(), 2);
-        assert_eq!(m.metrics[0].1, 0.5);
-    }
-
-    #[test]
-    fn human_numbers() {
-        assert_eq!(human(5.0), "5.0");
-        assert_eq!(human(250.0), "250");
-        assert_eq!(human(25_000.0), "25.0k");
-        assert_eq!(human(2_500_000.0), "2.50M");
+    fn rounds_add_up() {
+        let s = Stats::default();
+        for (sent, open, ratio) in [(10, 3, 0.25), (30, 2, 0.75)] {
+            s.counter("sent", Kind::Rate).add(sent);
+            let g = s.counter("open", Kind::Gauge);
+            (0..open).for_each(|_| g.inc());
+            (0..open).for_each(|_| g.dec());
+            s.hist("lat").record(Duration::from_micros(100));
+            s.metric("ratio", ratio);
+        }
+        let cs = s.counters();
+        assert_eq!((cs.len(), cs[0].reported(), cs[1].reported()), (2, 40, 3));
+        assert_eq!(cs[1].get(), 0);
+        assert_eq!(s.hists()[0].1.len(), 2);
+        assert_eq!(s.metrics(), [("ratio".to_string(), 0.5)]);
     }
 }

@@ -1,6 +1,5 @@
 //! CPU time and memory of a process over a run, and of the server's executor
-//! threads: /proc read through the procfs crate at the start and the end of
-//! the measured phase.
+//! threads: /proc read through procfs at the start and the end of a run.
 
 use procfs::process::{Process, Stat};
 use procfs::Current;
@@ -9,14 +8,12 @@ use procfs::Current;
 /// server's pool is `kakigori`, so its executors are `kakigori-1`,
 /// `kakigori-2`, ... Each executor's `spawn_blocking` helpers get the same
 /// name; the executor is the first of them to start.
-pub const EXECUTOR_PREFIX: &str = "kakigori-";
+const EXECUTOR_PREFIX: &str = "kakigori-";
 
-/// What a figure is worth as a target: the busiest executor's share of the
-/// server's CPU time (percent).
+/// The target for the busiest executor's share of the server's CPU time.
 pub const BUSIEST_EXECUTOR_SHARE_TARGET_PCT: f64 = 65.0;
 
-/// CPU ticks of one thread (from `/proc/PID/task/TID/stat`; its command
-/// name is the same `task->comm` as `/proc/PID/task/TID/comm`).
+/// CPU ticks of one thread, from `/proc/PID/task/TID/stat`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ThreadTicks {
     pub tid: i32,
@@ -39,7 +36,6 @@ impl From<&Stat> for ThreadTicks {
 }
 
 /// One reading of a process.
-#[derive(Clone, Debug)]
 pub struct Sample {
     user_ticks: u64,
     sys_ticks: u64,
@@ -53,15 +49,15 @@ impl Sample {
     pub fn take(pid: i32, threads: bool) -> Option<Sample> {
         let p = Process::new(pid).ok()?;
         let stat = p.stat().ok()?;
-        let threads = if threads {
-            p.tasks()
+        let threads = match threads {
+            true => p
+                .tasks()
                 .ok()?
                 .flatten()
                 .filter_map(|t| t.stat().ok())
                 .map(|s| ThreadTicks::from(&s))
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
+            false => Vec::new(),
         };
         Some(Sample {
             user_ticks: stat.utime,
@@ -80,37 +76,32 @@ pub struct ThreadCpu {
     pub cpu_s: f64,
 }
 
-/// CPU and memory of a process over the run.
+/// CPU and memory of a process over one or more runs.
 #[derive(Clone, Debug, Default)]
-pub struct ProcUsage {
+pub struct Usage {
     pub cpu_user_s: f64,
     pub cpu_sys_s: f64,
-    /// (user+sys) / wall time of the whole run, percent of one core.
-    pub cpu_pct: f64,
     pub wall_s: f64,
     pub rss_kb: u64,
     pub peak_rss_kb: u64,
-    /// Executors first (by name), then one entry for all other threads;
-    /// empty when threads were not sampled.
+    /// Executors by name, then all other threads as one entry; empty when
+    /// threads were not sampled.
     pub threads: Vec<ThreadCpu>,
 }
 
-impl ProcUsage {
+impl Usage {
     /// Usage of `pid` between two samples `wall_s` apart; memory as of now.
-    pub fn between(pid: i32, a: &Sample, b: &Sample, wall_s: f64) -> ProcUsage {
+    pub fn between(pid: i32, a: &Sample, b: &Sample, wall_s: f64) -> Usage {
         let tck = procfs::ticks_per_second() as f64;
         let status = Process::new(pid).and_then(|p| p.status()).ok();
-        let mut u = ProcUsage {
+        Usage {
             cpu_user_s: b.user_ticks.saturating_sub(a.user_ticks) as f64 / tck,
             cpu_sys_s: b.sys_ticks.saturating_sub(a.sys_ticks) as f64 / tck,
             wall_s,
             rss_kb: status.as_ref().and_then(|s| s.vmrss).unwrap_or(0),
             peak_rss_kb: status.as_ref().and_then(|s| s.vmhwm).unwrap_or(0),
             threads: thread_cpu(&a.threads, &b.threads, tck),
-            cpu_pct: 0.0,
-        };
-        u.cpu_pct = u.pct_of_one_core(u.cpu_s());
-        u
+        }
     }
 
     pub fn cpu_s(&self) -> f64 {
@@ -128,34 +119,25 @@ impl ProcUsage {
 
     /// The executor with the most CPU time and its share of the process's.
     pub fn busiest_executor(&self) -> Option<(&ThreadCpu, f64)> {
-        self.threads
-            .iter()
-            .filter(|t| t.executor)
-            .max_by(|x, y| x.cpu_s.total_cmp(&y.cpu_s))
-            .map(|t| (t, self.share_pct(t.cpu_s)))
+        let execs = self.threads.iter().filter(|t| t.executor);
+        let busiest = execs.max_by(|x, y| x.cpu_s.total_cmp(&y.cpu_s));
+        busiest.map(|t| (t, self.share_pct(t.cpu_s)))
     }
 
-    /// Add the usage of another round of the same scenario.
-    pub fn merge(&mut self, o: &ProcUsage) {
+    /// Add another round of the same scenario.
+    pub fn add(&mut self, o: &Usage) {
         self.cpu_user_s += o.cpu_user_s;
         self.cpu_sys_s += o.cpu_sys_s;
         self.wall_s += o.wall_s;
         self.rss_kb = o.rss_kb;
         self.peak_rss_kb = self.peak_rss_kb.max(o.peak_rss_kb);
         for t in &o.threads {
-            match self
-                .threads
-                .iter_mut()
-                .find(|m| m.name == t.name && m.executor == t.executor)
-            {
-                Some(m) => {
-                    m.cpu_s += t.cpu_s;
-                    m.threads = m.threads.max(t.threads);
-                }
+            let same = |m: &&mut ThreadCpu| m.name == t.name && m.executor == t.executor;
+            match self.threads.iter_mut().find(same) {
+                Some(m) => (m.cpu_s, m.threads) = (m.cpu_s + t.cpu_s, m.threads.max(t.threads)),
                 None => self.threads.push(t.clone()),
             }
         }
-        self.cpu_pct = self.pct_of_one_core(self.cpu_s());
     }
 }
 
@@ -186,35 +168,29 @@ pub fn thread_cpu(a: &[ThreadTicks], b: &[ThreadTicks], tck: f64) -> Vec<ThreadC
         let before = a.iter().find(|x| x.tid == t.tid).map_or(0, |x| x.ticks);
         t.ticks.saturating_sub(before) as f64 / tck
     };
+    let entry = |name: &str, executor, threads, cpu_s| ThreadCpu {
+        name: name.to_string(),
+        executor,
+        threads,
+        cpu_s,
+    };
     let mut out: Vec<ThreadCpu> = first
         .iter()
-        .map(|t| ThreadCpu {
-            name: t.name.clone(),
-            executor: true,
-            threads: 1,
-            cpu_s: cpu_s(t),
-        })
+        .map(|t| entry(&t.name, true, 1, cpu_s(t)))
         .collect();
     let rest: Vec<&ThreadTicks> = b
         .iter()
         .filter(|t| !first.iter().any(|f| f.tid == t.tid))
         .collect();
-    out.push(ThreadCpu {
-        name: "other threads".into(),
-        executor: false,
-        threads: rest.len(),
-        cpu_s: rest.iter().map(|t| cpu_s(t)).sum(),
-    });
+    let rest_s = rest.iter().map(|t| cpu_s(t)).sum();
+    out.push(entry("other threads", false, rest.len(), rest_s));
     out
 }
 
 /// This process's resident memory now, in KiB.
 pub fn self_rss_kb() -> u64 {
-    Process::myself()
-        .and_then(|p| p.status())
-        .ok()
-        .and_then(|s| s.vmrss)
-        .unwrap_or(0)
+    let status = Process::myself().and_then(|p| p.status()).ok();
+    status.and_then(|s| s.vmrss).unwrap_or(0)
 }
 
 /// The 1-minute load average (a hint that other processes shared the CPUs).
@@ -229,91 +205,76 @@ mod tests {
     use super::*;
 
     /// A `/proc/PID/task/TID/stat` line as Linux 6 writes it.
-    fn stat_line(tid: i32, comm: &str, utime: u64, stime: u64, started: u64) -> Stat {
+    fn ticks(tid: i32, comm: &str, utime: u64, stime: u64, started: u64) -> ThreadTicks {
         let line = format!(
             "{tid} ({comm}) S 23959 23959 8599 0 -1 4194368 1372 0 0 0 {utime} {stime} 0 0 20 0 \
              19 0 {started} 1130496000 5421 18446744073709551615 94872501305344 94872501325225 \
              140732834154448 0 0 0 0 0 0 0 0 0 -1 1 0 0 0 0 0 94872501341232 94872501342848 \
              94873312272384 140732834159330 140732834159350 140732834159350 140732834160619 0\n"
         );
-        Stat::from_read(line.as_bytes()).expect("a stat line")
+        ThreadTicks::from(&Stat::from_read(line.as_bytes()).expect("a stat line"))
     }
 
     #[test]
     fn executors_are_the_first_thread_of_each_name() {
-        let t = |tid, comm, u, s, st| ThreadTicks::from(&stat_line(tid, comm, u, s, st));
         // the server's threads with --cores 2: main, two executors, each
         // executor's blocking helpers with its name, an io_uring worker
         let a = vec![
-            t(100, "kakigori", 5, 5, 1000),
-            t(101, "kakigori-1", 100, 50, 1003),
-            t(102, "kakigori-2", 10, 10, 1003),
-            t(103, "kakigori-2", 0, 0, 1003),
-            t(104, "kakigori-1", 1, 0, 1003),
+            ticks(100, "kakigori", 5, 5, 1000),
+            ticks(101, "kakigori-1", 100, 50, 1003),
+            ticks(102, "kakigori-2", 10, 10, 1003),
+            ticks(103, "kakigori-2", 0, 0, 1003),
+            ticks(104, "kakigori-1", 1, 0, 1003),
         ];
         let mut b = a.clone();
         b[1].ticks += 300; // kakigori-1: 3 s
         b[2].ticks += 100; // kakigori-2: 1 s
         b[4].ticks += 20; // a helper of kakigori-1
-        b.push(t(105, "iou-wrk-101", 30, 0, 1500)); // born during the run
-        b.push(t(106, "kakigori-watchd", 0, 0, 1001));
+        b.push(ticks(105, "iou-wrk-101", 30, 0, 1500)); // born during the run
+        b.push(ticks(106, "kakigori-watchd", 0, 0, 1001));
         let got = thread_cpu(&a, &b, 100.0);
-        assert_eq!(got.len(), 3, "{got:?}");
+        let summary: Vec<_> = got
+            .iter()
+            .map(|t| (t.name.as_str(), t.executor, t.threads))
+            .collect();
         assert_eq!(
-            (got[0].name.as_str(), got[0].executor),
-            ("kakigori-1", true)
+            summary,
+            [
+                ("kakigori-1", true, 1),
+                ("kakigori-2", true, 1),
+                ("other threads", false, 5)
+            ]
         );
-        assert!((got[0].cpu_s - 3.0).abs() < 1e-9);
-        assert_eq!(got[1].name, "kakigori-2");
-        assert!((got[1].cpu_s - 1.0).abs() < 1e-9);
-        assert!(!got[2].executor);
-        assert_eq!(got[2].threads, 5);
-        assert!((got[2].cpu_s - 0.5).abs() < 1e-9); // 0.2 helper + 0.3 new worker
-        let u = ProcUsage {
+        let cpu: Vec<f64> = got.iter().map(|t| (t.cpu_s * 1e6).round() / 1e6).collect();
+        assert_eq!(cpu, [3.0, 1.0, 0.5]); // others: 0.2 helper + 0.3 new worker
+        let mut u = Usage {
             cpu_user_s: 3.0,
             cpu_sys_s: 2.0,
             wall_s: 10.0,
             threads: got,
-            ..ProcUsage::default()
+            ..Usage::default()
         };
         let (busiest, share) = u.busiest_executor().unwrap();
-        assert_eq!(busiest.name, "kakigori-1");
-        assert!((share - 60.0).abs() < 1e-9);
-        assert!((u.pct_of_one_core(busiest.cpu_s) - 30.0).abs() < 1e-9);
+        assert_eq!((busiest.name.as_str(), share), ("kakigori-1", 60.0));
+        assert_eq!(u.pct_of_one_core(busiest.cpu_s), 30.0);
+        // a second round adds up per executor
+        u.add(&u.clone());
+        assert_eq!(
+            (u.threads.len(), u.threads[0].cpu_s, u.cpu_s()),
+            (3, 6.0, 10.0)
+        );
+        assert_eq!(u.pct_of_one_core(u.cpu_s()), 50.0);
     }
 
     #[test]
     fn parses_the_command_name_with_spaces_and_parentheses() {
-        let s = stat_line(7, "a (b) c", 12, 34, 99);
-        let t = ThreadTicks::from(&s);
+        let t = ticks(7, "a (b) c", 12, 34, 99);
         assert_eq!(
             (t.tid, t.name.as_str(), t.ticks, t.started),
             (7, "a (b) c", 46, 99)
         );
-        assert!(!executor_name("kakigori-"));
-        assert!(!executor_name("kakigori-watchd"));
+        assert!(!executor_name("kakigori-") && !executor_name("kakigori-watchd"));
         assert!(executor_name("kakigori-12"));
-    }
-
-    #[test]
-    fn rounds_merge_per_executor() {
-        let mk = |cpu: f64| ProcUsage {
-            cpu_user_s: cpu,
-            wall_s: 10.0,
-            threads: vec![ThreadCpu {
-                name: "kakigori-1".into(),
-                executor: true,
-                threads: 1,
-                cpu_s: cpu / 2.0,
-            }],
-            ..ProcUsage::default()
-        };
-        let mut m = mk(2.0);
-        m.merge(&mk(4.0));
-        assert_eq!(m.threads.len(), 1);
-        assert!((m.threads[0].cpu_s - 3.0).abs() < 1e-9);
-        assert!((m.cpu_pct - 30.0).abs() < 1e-9);
-        assert!((m.busiest_executor().unwrap().1 - 50.0).abs() < 1e-9);
     }
 
     #[test]
@@ -321,7 +282,7 @@ mod tests {
         let pid = std::process::id() as i32;
         let a = Sample::take(pid, true).unwrap();
         assert!(!a.threads.is_empty());
-        let u = ProcUsage::between(pid, &a, &a, 1.0);
+        let u = Usage::between(pid, &a, &a, 1.0);
         assert!(u.rss_kb > 0 && u.peak_rss_kb >= u.rss_kb);
         assert!(Sample::take(i32::MAX, false).is_none());
     }

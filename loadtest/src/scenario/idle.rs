@@ -1,282 +1,134 @@
-//! `idle`: hold N WebSocket connections on /ws and check they all survive.
+//! `idle`: hold N WebSocket connections on /ws and check they all survive
+//! (SPEC 2: the server pings every 30 s and must keep a connection that
+//! answers its pings).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-use glommio::sync::Semaphore;
+use futures_lite::{future, StreamExt};
 
-use crate::cli::non_negative;
-use crate::common::{sleep_until, Ctx, Stop};
-use crate::net;
+use crate::ctx::Ctx;
+use crate::fail::Fail;
+use crate::net::{self, sleep_until};
 use crate::stats::Kind;
 use crate::usage;
-use crate::ws::{close_code, Message, WsError};
+use crate::ws::{self, Message, Ws};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// WebSocket connections to hold open on /ws
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    /// WebSocket connections to hold open on /ws (spread over 10 rooms)
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = crate::cli::positive)]
     pub connections: usize,
-    /// Rooms the connections are spread over
-    #[arg(long, value_name = "R", default_value_t = 10)]
-    pub rooms: usize,
-    /// Bind client sockets to 127.0.0.2, .3, ... with N connections each (0 = let the kernel
-    /// choose)
-    #[arg(long, value_name = "N", default_value_t = 5000)]
-    pub conns_per_source: usize,
-    /// Handshakes in flight during ramp-up
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    pub connect_concurrency: usize,
-    /// At the end every connection pings; how long to wait for the pong
-    #[arg(long, value_name = "SECS", default_value_t = 5.0, value_parser = non_negative)]
-    pub ping_timeout_s: f64,
 }
 
-impl Args {
-    pub fn check(&self) -> Result<(), String> {
-        if self.connections == 0 {
-            return Err("--connections must be at least 1".into());
-        }
-        Ok(())
-    }
-}
+/// At the end every connection pings; how long its pong may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Outcome {
-    ConnectFailed,
-    Dropped,
-    NoPong,
-    Survived,
-}
-
-enum Wake {
-    Read(Result<usize, WsError>),
-    Stop,
-}
-
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
-    let rooms = cfg.rooms.max(1);
-    let ping_timeout = Duration::from_secs_f64(cfg.ping_timeout_s.max(0.001));
-    let st = ctx.stats.clone();
-    let open = st.counter("open", Kind::Gauge);
-    let opened = st.counter("opened", Kind::Rate);
-    let server_pings = st.counter("server_pings_answered", Kind::Total);
-    let dropped = st.counter("dropped_by_server", Kind::Total);
-    let survived = st.counter("survived_with_pong", Kind::Total);
-    let close_ok = st.counter("close_handshakes_ok", Kind::Total);
-    let h_connect = st.hist("connect");
-    let h_ping = st.hist("final_ping_rtt");
-    let stop = Stop::new();
-    let sem = Rc::new(Semaphore::new(cfg.connect_concurrency.max(1) as u64));
-    let bind = cfg.conns_per_source > 0 && net::is_v4_loopback(&ctx.target.addr);
-    let sources = if bind {
-        cfg.connections.div_ceil(cfg.conns_per_source)
-    } else {
-        0
-    };
-    if bind {
-        st.note(format!(
-            "client sockets bound to {} .. {} ({} connections each)",
-            net::source_addr(0),
-            net::source_addr(sources - 1),
-            cfg.conns_per_source
-        ));
+pub async fn run(ctx: Rc<Ctx>, n: usize) {
+    let st = &ctx.stats;
+    let deadline = Instant::now() + ctx.duration;
+    // registered up front so the report shows them when zero
+    for name in [
+        "server_pings_answered",
+        "dropped_by_server",
+        "survived_with_pong",
+        "close_handshakes_ok",
+    ] {
+        st.counter(name, Kind::Total);
     }
     let rss0 = usage::self_rss_kb();
-    let start = Instant::now();
-    let deadline = start + ctx.duration;
-    let mut tasks = Vec::with_capacity(cfg.connections);
-    for i in 0..cfg.connections {
-        let (ctx, cfg, sem, stop) = (ctx.clone(), cfg.clone(), sem.clone(), stop.clone());
-        let (open, opened, server_pings, dropped, survived, close_ok, h_connect, h_ping) = (
-            open.clone(),
-            opened.clone(),
-            server_pings.clone(),
-            dropped.clone(),
-            survived.clone(),
-            close_ok.clone(),
-            h_connect.clone(),
-            h_ping.clone(),
-        );
-        tasks.push(glommio::spawn_local(async move {
-            let st = &ctx.stats;
-            let src = if bind {
-                Some(net::source_addr(i / cfg.conns_per_source))
-            } else {
-                None
-            };
-            let path = format!("/ws?room={}-idle-{}", ctx.run_id, i % rooms);
-            let mut ws = {
-                let Ok(_permit) = sem.acquire_permit(1).await else {
-                    return Outcome::ConnectFailed;
-                };
-                if stop.fired() {
-                    return Outcome::ConnectFailed;
-                }
-                let t = Instant::now();
-                match ctx.ws("idle connect", &path, src, 128).await {
-                    Some(ws) => {
-                        h_connect.since(t);
-                        ws
-                    }
-                    None => return Outcome::ConnectFailed,
-                }
-            };
-            open.inc();
-            opened.inc();
-            let t_open = Instant::now();
-            let at = |t: Instant| format!("{path} after {:.2} s open", t.elapsed().as_secs_f64());
-            // hold: answer pings, stay silent, until the stop signal
-            let mut alive = true;
-            let mut stopped = stop.listen();
-            'hold: loop {
-                loop {
-                    match ws.next_message() {
-                        // tungstenite queued the pong; the next fill sends it
-                        Ok(Some(Message::Ping(_))) => server_pings.inc(),
-                        Ok(Some(Message::Close(f))) => {
-                            st.violation("idle: server closed an idle connection", || {
-                                format!("{}: close code {:?}", at(t_open), close_code(&f))
-                            });
-                            let _ = ws.flush().await;
-                            alive = false;
-                            break 'hold;
-                        }
-                        Ok(Some(m @ (Message::Text(_) | Message::Binary(_)))) => {
-                            st.violation("idle: unexpected message on a silent connection", || {
-                                format!("{path}: {m}")
-                            });
-                        }
-                        Ok(Some(Message::Pong(_) | Message::Frame(_))) => {}
-                        Ok(None) => break,
-                        Err(e) => {
-                            ctx.ws_failed("idle hold", &at(t_open), &e);
-                            alive = false;
-                            break 'hold;
-                        }
-                    }
-                }
-                if stop.fired() {
-                    break;
-                }
-                let w = future::or(async { Wake::Read(ws.fill().await) }, async {
-                    (&mut stopped).await;
-                    Wake::Stop
-                })
-                .await;
-                match w {
-                    Wake::Read(Ok(0)) => {
-                        st.violation(
-                            "idle: server dropped an idle connection without a close frame",
-                            || at(t_open),
-                        );
-                        alive = false;
-                        break;
-                    }
-                    Wake::Read(Ok(_)) => {}
-                    Wake::Read(Err(e)) => {
-                        st.violation("idle: idle connection failed", || {
-                            format!("{}: {e}", at(t_open))
-                        });
-                        alive = false;
-                        break;
-                    }
-                    Wake::Stop => break,
-                }
-            }
-            open.dec();
-            if !alive {
-                dropped.inc();
-                return Outcome::Dropped;
-            }
-            // final check: ping -> pong
-            let t = Instant::now();
-            let payload = (i as u32).to_be_bytes().to_vec();
-            if let Err(e) = ws.send(Message::Ping(payload.clone())).await {
-                ctx.ws_failed("idle final ping", &path, &e);
-                return Outcome::NoPong;
-            }
-            let got = net::timeout(ping_timeout, async {
-                loop {
-                    match ws.recv().await {
-                        Ok(Message::Pong(p)) if p == payload => return Ok(()),
-                        Ok(Message::Close(f)) => {
-                            return Err(format!("closed with {:?} instead of pong", close_code(&f)))
-                        }
-                        Ok(_) => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-            })
-            .await;
-            match got {
-                Some(Ok(())) => {
-                    h_ping.since(t);
-                    survived.inc();
-                }
-                Some(Err(e)) => {
-                    st.violation("idle: final ping not answered", || e);
-                    return Outcome::NoPong;
-                }
-                None => {
-                    st.violation("idle: final ping not answered", || {
-                        format!("no pong within {:?}", ping_timeout)
-                    });
-                    return Outcome::NoPong;
-                }
-            }
-            if ctx.close_ws("idle", &path, &mut ws).await {
-                close_ok.inc();
-            }
-            Outcome::Survived
-        }));
+    let paths = (0..n)
+        .map(|i| format!("/ws?room={}-idle-{}", ctx.run_id, i % 10))
+        .collect();
+    let t0 = Instant::now();
+    let conns = ctx.ramp("idle connect", paths, 256).await;
+    let opened = conns.iter().flatten().count();
+    st.metric("ramp_s", t0.elapsed().as_secs_f64());
+    if opened > 0 {
+        let rss = usage::self_rss_kb().saturating_sub(rss0) as f64 * 1024.0;
+        st.metric("harness_rss_bytes_per_connection", rss / opened as f64);
     }
-    // wait for the ramp to finish (or the deadline), report it, then hold
-    loop {
-        let done = opened.get() + tasks_failed(&st);
-        if done >= cfg.connections as u64 || Instant::now() >= deadline {
-            break;
-        }
-        net::sleep(Duration::from_millis(20)).await;
-    }
-    let ramp = start.elapsed().as_secs_f64();
-    let n_open = open.get();
-    let rss1 = usage::self_rss_kb();
-    st.metric("ramp_s", ramp);
-    st.metric("connections_open_after_ramp", n_open as f64);
-    if n_open > 0 {
-        st.metric(
-            "harness_rss_bytes_per_connection",
-            (rss1.saturating_sub(rss0) as f64 * 1024.0) / n_open as f64,
-        );
-    }
-    sleep_until(deadline).await;
-    let at_end = open.get();
-    stop.fire();
-    let mut counts = [0u64; 4];
-    let hard = Instant::now() + ping_timeout + ctx.timeout + Duration::from_secs(5);
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, ws)| Some(glommio::spawn_local(hold(ctx.clone(), ws?, i, deadline))))
+        .collect();
+    let mut survived = 0;
     for t in tasks {
-        match net::timeout(hard.saturating_duration_since(Instant::now()), t).await {
-            Some(o) => counts[o as usize] += 1,
-            None => st.error("idle: connection task did not finish", String::new),
-        }
+        survived += u64::from(t.await);
     }
-    st.metric("open_at_end", at_end as f64);
-    st.metric(
-        "connect_failed",
-        counts[Outcome::ConnectFailed as usize] as f64,
-    );
-    st.metric("dropped", counts[Outcome::Dropped as usize] as f64);
-    st.metric("no_pong", counts[Outcome::NoPong as usize] as f64);
-    st.metric("survived", counts[Outcome::Survived as usize] as f64);
-    st.metric(
-        "survival_ratio",
-        counts[Outcome::Survived as usize] as f64 / cfg.connections as f64,
-    );
+    st.metric("survival_ratio", survived as f64 / n as f64);
 }
 
-/// Connections that gave up during the ramp are visible as errors/violations.
-fn tasks_failed(st: &crate::stats::Stats) -> u64 {
-    st.errors.total() + st.violations.total()
+/// Answer the server's pings and stay silent until `deadline`, then ping
+/// and close. True when the connection survived it all.
+async fn hold(ctx: Rc<Ctx>, mut ws: Ws, i: usize, deadline: Instant) -> bool {
+    let st = &ctx.stats;
+    let at = || format!("connection {i}");
+    let opened = Instant::now();
+    let alive = loop {
+        let read = async { Some(ws.next().await) };
+        let end = async {
+            sleep_until(deadline).await;
+            None
+        };
+        let Some(item) = future::or(read, end).await else {
+            break true;
+        };
+        let mut fail = match ws::message(item) {
+            Ok(Message::Ping(_)) => {
+                st.counter("server_pings_answered", Kind::Total).inc();
+                continue;
+            }
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                st.violation("idle: unexpected message on a silent connection", || {
+                    format!("{}: {m}", at())
+                });
+                continue;
+            }
+            Ok(_) => continue,
+            Err(f) => f,
+        };
+        // whatever ends an idle connection, the server should not have
+        fail.violation = true;
+        let held = opened.elapsed().as_secs_f64();
+        st.fail("idle", &format!("{} after {held:.1} s", at()), fail);
+        break false;
+    };
+    st.counter("open", Kind::Gauge).dec();
+    if !alive {
+        st.counter("dropped_by_server", Kind::Total).inc();
+        return false;
+    }
+    let t = Instant::now();
+    let payload = (i as u32).to_be_bytes().to_vec();
+    let pong = async {
+        ws.send(Message::Ping(payload.clone().into())).await?;
+        loop {
+            if let Message::Pong(p) = ws::message(ws.next().await)? {
+                if p[..] == payload[..] {
+                    return Ok::<_, Fail>(());
+                }
+            }
+        }
+    };
+    match net::timeout(PING_TIMEOUT, pong).await {
+        Some(Ok(())) => st.hist("final_ping_rtt").since(t),
+        Some(Err(mut f)) => {
+            f.violation = true;
+            st.fail("idle: final ping", &at(), f);
+            return false;
+        }
+        None => {
+            st.violation("idle: final ping not answered", || {
+                format!("{}: no pong within {PING_TIMEOUT:?}", at())
+            });
+            return false;
+        }
+    }
+    st.counter("survived_with_pong", Kind::Total).inc();
+    if ctx.close_ws("idle", &at(), &mut ws).await {
+        st.counter("close_handshakes_ok", Kind::Total).inc();
+    }
+    true
 }

@@ -1,22 +1,25 @@
-//! `rest`: keep-alive HTTP/1.1 request mix with full response checks.
+//! `rest`: a keep-alive HTTP/1.1 request mix, every response checked
+//! against SPEC 1.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use rand::rngs::SmallRng;
 use rand::Rng;
 
 use crate::cli::{non_negative, percent};
-use crate::common::{check_json, sleep_until, Ctx};
-use crate::http::{HttpConn, Response};
+use crate::ctx::{Ctx, TIMEOUT};
+use crate::http::{build_request, HttpConn, Response};
+use crate::net::{sleep, sleep_until};
 use crate::proto::{self, Order, MENU};
 use crate::stats::{Counter, Hist, Kind};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
     /// Keep-alive HTTP/1.1 connections
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = crate::cli::positive)]
     pub connections: usize,
     /// Request mix weights: menu = GET /api/v1/stores/menu, order = POST /api/v1/stores/orders,
     /// get = GET /api/v1/stores/orders/{id}, bad = requests that must fail with exact 400/404
@@ -48,6 +51,9 @@ impl Args {
     }
 }
 
+/// The request kinds of --mix, in its order.
+const KINDS: [&str; 4] = ["menu", "order", "get", "bad"];
+
 pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
     let mut w = [0.0; 4];
     for part in s.split(',').filter(|p| !p.trim().is_empty()) {
@@ -55,25 +61,11 @@ pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
             .split_once(':')
             .or_else(|| part.split_once('='))
             .ok_or_else(|| format!("--mix: '{part}' is not name:weight"))?;
-        let v: f64 = v
-            .trim()
-            .parse()
-            .map_err(|_| format!("--mix: weight '{v}' is not a number"))?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!("--mix: weight '{v}' must be >= 0"));
-        }
-        let i = match k.trim() {
-            "menu" => 0,
-            "order" => 1,
-            "get" => 2,
-            "bad" => 3,
-            o => {
-                return Err(format!(
-                    "--mix: unknown request kind '{o}' (menu, order, get, bad)"
-                ))
-            }
-        };
-        w[i] = v;
+        let i = KINDS
+            .iter()
+            .position(|n| *n == k.trim())
+            .ok_or_else(|| format!("--mix: unknown request kind '{k}' (menu, order, get, bad)"))?;
+        w[i] = non_negative(v.trim()).map_err(|e| format!("--mix: weight {e}"))?;
     }
     if w.iter().sum::<f64>() <= 0.0 {
         return Err("--mix: all weights are zero".into());
@@ -81,136 +73,137 @@ pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
     Ok(w)
 }
 
-struct Shared {
-    ctx: Rc<Ctx>,
-    cfg: Rc<Args>,
-    requests: Rc<Counter>,
-    orders_created: Rc<Counter>,
-    conns: Rc<Counter>,
-    h: [Rc<Hist>; 5],
-    numbers: RefCell<HashSet<u64>>,
-    store: RefCell<Option<String>>,
-    idem: RefCell<VecDeque<(String, Order)>>,
-    menu_body: RefCell<Option<Vec<u8>>>,
-    seq: Cell<u64>,
-    until: Instant,
-}
-
-const H_MENU: usize = 0;
-const H_ORDER: usize = 1;
-const H_GET: usize = 2;
-const H_BAD: usize = 3;
-const H_IDEM: usize = 4;
-
-pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
-    let st = ctx.stats.clone();
-    let sh = Rc::new(Shared {
-        requests: st.counter("requests", Kind::Rate),
-        orders_created: st.counter("orders_created", Kind::Rate),
-        conns: st.counter("connections", Kind::Gauge),
-        h: [
-            st.hist("GET menu"),
-            st.hist("POST order"),
-            st.hist("GET order"),
-            st.hist("bad request"),
-            st.hist("POST order (idem repeat)"),
-        ],
-        numbers: RefCell::new(HashSet::new()),
-        store: RefCell::new(None),
-        idem: RefCell::new(VecDeque::new()),
-        menu_body: RefCell::new(None),
-        seq: Cell::new(0),
-        until: Instant::now() + ctx.duration,
-        ctx: ctx.clone(),
-        cfg: cfg.clone(),
-    });
-    st.start_window();
-    let mut tasks = Vec::new();
-    for ci in 0..cfg.connections.max(1) {
-        tasks.push(glommio::spawn_local(conn_task(sh.clone(), ci)));
-    }
-    for t in tasks {
-        t.await;
-    }
-    st.end_window();
-}
-
-#[derive(Clone, Copy)]
-enum Op {
-    Menu,
-    Order,
-    Get,
-    Bad,
-}
-
-/// A request written but not yet answered, with what its check needs.
-enum Pending {
+/// A request written and not answered yet: what its check needs.
+enum Req {
     Menu,
     Order {
         item: &'static str,
         key: Option<String>,
     },
-    Idem {
+    Repeat {
         key: String,
-        prev: Order,
+        first: Order,
     },
-    Get {
-        o: Order,
-    },
-    Bad(BadCase),
+    Get(Order),
+    /// A [`BAD`] case and the path it went to.
+    Bad(usize, String),
 }
 
-struct BadCase {
-    what: String,
-    status: u16,
-    msg: Option<String>,
+/// Latency histograms, one per kind of request.
+const NAMES: [&str; 5] = [
+    "GET menu",
+    "POST order",
+    "POST order (idem repeat)",
+    "GET order",
+    "bad request",
+];
+
+/// Requests that must fail with exactly (status, message; "" = any
+/// message), and OPTIONS, which must answer 204 with the CORS headers.
+/// Paths are under /api/v1/stores; `S` is the store id.
+const BAD: [(&str, &str, &str, u16, &str); 9] = [
+    ("GET", "/orders/abc", "", 400, "Invalid order ID format"),
+    ("GET", "/orders/S-abc", "", 400, "Invalid order ID format"),
+    ("GET", "/orders/S-999999999", "", 404, "Order not found"),
+    (
+        "POST",
+        "/orders",
+        r#"{"menu_item_id":"x"}"#,
+        400,
+        "menu item not found: x",
+    ),
+    (
+        "POST",
+        "/orders",
+        "this is not json",
+        400,
+        "Invalid request body",
+    ),
+    (
+        "POST",
+        "/orders",
+        r#"{"menu_item_id":5}"#,
+        400,
+        "Invalid request body",
+    ),
+    ("GET", "/no-such-path", "", 404, ""),
+    ("DELETE", "/menu", "", 405, ""),
+    ("OPTIONS", "/orders", "", 204, ""),
+];
+
+struct Shared {
+    ctx: Rc<Ctx>,
+    cfg: Rc<Args>,
+    requests: Rc<Counter>,
+    created: Rc<Counter>,
+    h: Vec<Rc<Hist>>,
+    /// Every order_number handed out this run.
+    numbers: RefCell<HashSet<u64>>,
+    /// The store id of the first order.
+    store: RefCell<Option<String>>,
+    /// The latest Idempotency-Keys sent and their orders.
+    keys: RefCell<VecDeque<(String, Order)>>,
+    /// The last menu body that passed its checks.
+    menu: RefCell<Vec<u8>>,
+    key_seq: Cell<u64>,
+    until: Instant,
 }
 
-/// Per-connection state.
-struct ConnState {
+const ORDERS: &str = "/api/v1/stores/orders";
+
+/// Orders a connection remembers for its GETs, and keys for repeats.
+const REMEMBERED: usize = 256;
+
+pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
+    let st = &ctx.stats;
+    let sh = Rc::new(Shared {
+        requests: st.counter("requests", Kind::Rate),
+        created: st.counter("orders_created", Kind::Rate),
+        h: NAMES.iter().map(|n| st.hist(n)).collect(),
+        numbers: RefCell::default(),
+        store: RefCell::default(),
+        keys: RefCell::default(),
+        menu: RefCell::default(),
+        key_seq: Cell::new(0),
+        until: Instant::now() + ctx.duration,
+        ctx: ctx.clone(),
+        cfg: cfg.clone(),
+    });
+    let tasks: Vec<_> = (0..cfg.connections)
+        .map(|i| glommio::spawn_local(conn_task(sh.clone(), i)))
+        .collect();
+    for t in tasks {
+        t.await;
+    }
+}
+
+/// What one connection remembers.
+#[derive(Default)]
+struct Conn {
     own: VecDeque<Order>,
     last_number: u64,
-    bad_i: usize,
-    ci: usize,
+    bad: usize,
 }
 
 async fn conn_task(sh: Rc<Shared>, ci: usize) {
-    let ctx = &sh.ctx;
+    let (ctx, cfg) = (&sh.ctx, &sh.cfg);
     let mut rng = ctx.rng();
-    let mut cs = ConnState {
-        own: VecDeque::new(),
-        last_number: 0,
-        bad_i: ci,
-        ci,
+    let mut cs = Conn {
+        bad: ci,
+        ..Conn::default()
     };
-    let total_w: f64 = sh.cfg.mix.iter().sum();
-    let depth = usize::from(sh.cfg.pipeline);
-    let interval = if sh.cfg.rate > 0.0 {
-        Some(Duration::from_secs_f64(
-            sh.cfg.connections.max(1) as f64 * depth as f64 / sh.cfg.rate,
-        ))
-    } else {
-        None
-    };
-    let mut next = Instant::now()
-        + interval
-            .map(|i| i.mul_f64(rng.gen_range(0.0..1.0)))
-            .unwrap_or_default();
+    let depth = usize::from(cfg.pipeline);
+    let interval = (cfg.rate > 0.0)
+        .then(|| Duration::from_secs_f64((cfg.connections * depth) as f64 / cfg.rate));
+    let mut next = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen()));
     let mut conn: Option<HttpConn> = None;
-    let mut batch: Vec<Pending> = Vec::with_capacity(depth);
-    let mut out: Vec<u8> = Vec::with_capacity(512 * depth);
     while Instant::now() < sh.until {
         if conn.as_ref().is_none_or(|c| c.closed) {
-            match HttpConn::connect(&ctx.target, ctx.timeout).await {
-                Ok(c) => {
-                    if conn.is_none() {
-                        sh.conns.inc();
-                    }
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    ctx.http_failed("rest connect", &e);
-                    crate::net::sleep(Duration::from_millis(100)).await;
+            match HttpConn::connect(&ctx.target, ctx.next_src(), TIMEOUT).await {
+                Ok(c) => conn = Some(c),
+                Err(f) => {
+                    ctx.stats.fail("rest connect", &ctx.target.url, f);
+                    sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             }
@@ -219,47 +212,26 @@ async fn conn_task(sh: Rc<Shared>, ci: usize) {
         let t0 = match interval {
             Some(iv) => {
                 sleep_until(next).await;
-                let t = next;
                 next += iv;
-                if Instant::now() >= sh.until {
-                    break;
-                }
-                t
+                next - iv
             }
             None => Instant::now(),
         };
-        batch.clear();
-        out.clear();
-        for _ in 0..depth {
-            let mut x = rng.gen_range(0.0..total_w);
-            let mut op = Op::Bad;
-            for (i, w) in sh.cfg.mix.iter().enumerate() {
-                if x < *w {
-                    op = [Op::Menu, Op::Order, Op::Get, Op::Bad][i];
-                    break;
-                }
-                x -= w;
-            }
-            if matches!(op, Op::Get) && cs.own.is_empty() {
-                op = Op::Order;
-            }
-            let (p, bytes) = prepare(&sh, &mut cs, &mut rng, op);
-            out.extend_from_slice(&bytes);
-            batch.push(p);
-        }
-        if let Err(e) = c.send_raw(&out).await {
-            ctx.http_failed("rest send", &e);
+        let reqs: Vec<_> = (0..depth).map(|_| choose(&sh, &mut cs, &mut rng)).collect();
+        let bytes: Vec<u8> = reqs.iter().flat_map(|(_, _, b)| b).copied().collect();
+        if let Err(f) = c.send(&bytes).await {
+            ctx.stats.fail("rest send", &ctx.target.url, f);
             continue;
         }
-        for p in batch.drain(..) {
-            let is_head = false;
-            match c.read_response(is_head).await {
-                Ok(r) => {
+        for (h, req, _) in reqs {
+            match c.read_response().await {
+                Ok(resp) => {
                     sh.requests.inc();
-                    check(&sh, &mut cs, p, r, t0);
+                    sh.h[h].since(t0);
+                    check(&sh, &mut cs, req, &resp);
                 }
-                Err(e) => {
-                    ctx.http_failed(pending_name(&p), &e);
+                Err(f) => {
+                    ctx.stats.fail(NAMES[h], &ctx.target.url, f);
                     break;
                 }
             }
@@ -267,318 +239,156 @@ async fn conn_task(sh: Rc<Shared>, ci: usize) {
     }
 }
 
-fn pending_name(p: &Pending) -> &'static str {
-    match p {
-        Pending::Menu => "GET menu",
-        Pending::Order { .. } => "POST order",
-        Pending::Idem { .. } => "POST order (idem repeat)",
-        Pending::Get { .. } => "GET order",
-        Pending::Bad(_) => "bad request",
-    }
-}
-
-fn req(
-    host: &str,
-    method: &str,
-    path: &str,
-    hdrs: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Vec<u8> {
-    crate::http::build_request(method, path, host, hdrs, body)
-}
-
-/// Choose the concrete request for `op`.
-fn prepare(
-    sh: &Shared,
-    cs: &mut ConnState,
-    rng: &mut rand::rngs::SmallRng,
-    op: Op,
-) -> (Pending, Vec<u8>) {
-    let ctx = &sh.ctx;
-    let host = &ctx.target.host;
-    match op {
-        Op::Menu => (
-            Pending::Menu,
-            req(host, "GET", "/api/v1/stores/menu", &[], None),
-        ),
-        Op::Order => {
-            let p: f64 = rng.gen_range(0.0..100.0);
-            if p < sh.cfg.idem_repeat_pct {
-                let prev = {
-                    let q = sh.idem.borrow();
-                    (!q.is_empty()).then(|| q[rng.gen_range(0..q.len())].clone())
-                };
-                if let Some((key, prev)) = prev {
-                    let body = format!("{{\"menu_item_id\":\"{}\"}}", prev.menu_item_id);
-                    let bytes = req(
-                        host,
-                        "POST",
-                        "/api/v1/stores/orders",
-                        &[("Idempotency-Key", &key)],
-                        Some(body.as_bytes()),
-                    );
-                    return (Pending::Idem { key, prev }, bytes);
-                }
-            }
-            let item = MENU[rng.gen_range(0..MENU.len())].0;
-            let body = format!("{{\"menu_item_id\":\"{item}\"}}");
-            let key = (p < sh.cfg.idem_repeat_pct + sh.cfg.idempotency_pct).then(|| {
-                let n = sh.seq.get();
-                sh.seq.set(n + 1);
-                format!("{}-{}-{n}", ctx.run_id, cs.ci)
-            });
-            let hdrs: Vec<(&str, &str)> = match &key {
-                Some(k) => vec![("Idempotency-Key", k.as_str())],
-                None => vec![],
-            };
-            let bytes = req(
-                host,
-                "POST",
-                "/api/v1/stores/orders",
-                &hdrs,
-                Some(body.as_bytes()),
-            );
-            (Pending::Order { item, key }, bytes)
-        }
-        Op::Get => {
+/// The next request by the --mix weights: its histogram, what its check
+/// needs, its bytes.
+fn choose(sh: &Shared, cs: &mut Conn, rng: &mut SmallRng) -> (usize, Req, Vec<u8>) {
+    let (cfg, host) = (&sh.cfg, &sh.ctx.target.host);
+    let get = |path: &str| build_request("GET", path, host, &[], None);
+    let post = |item: &str, key: Option<&str>| {
+        let body = format!("{{\"menu_item_id\":\"{item}\"}}");
+        let hdrs: Vec<_> = key.map(|k| ("Idempotency-Key", k)).into_iter().collect();
+        build_request("POST", ORDERS, host, &hdrs, Some(body.as_bytes()))
+    };
+    let mut x = rng.gen_range(0.0..cfg.mix.iter().sum::<f64>());
+    let kind = cfg.mix.iter().position(|w| {
+        x -= w;
+        x < 0.0
+    });
+    match kind.unwrap_or(3) {
+        0 => (0, Req::Menu, get("/api/v1/stores/menu")),
+        2 if !cs.own.is_empty() => {
             let o = cs.own[rng.gen_range(0..cs.own.len())].clone();
-            let bytes = req(
-                host,
-                "GET",
-                &format!("/api/v1/stores/orders/{}", o.id),
-                &[],
-                None,
-            );
-            (Pending::Get { o }, bytes)
+            let bytes = get(&format!("{ORDERS}/{}", o.id));
+            (3, Req::Get(o), bytes)
         }
-        Op::Bad => {
-            cs.bad_i += 1;
-            let (case, bytes) = bad_case(sh, cs.bad_i);
-            (Pending::Bad(case), bytes)
+        3 => {
+            cs.bad = (cs.bad + 1) % BAD.len();
+            let (method, path, body, ..) = BAD[cs.bad];
+            let store = sh.store.borrow().clone().unwrap_or("store-001".into());
+            let path = format!("/api/v1/stores{}", path.replace('S', &store));
+            let body = Some(body.as_bytes()).filter(|b| !b.is_empty());
+            let bytes = build_request(method, &path, host, &[], body);
+            (4, Req::Bad(cs.bad, path), bytes)
+        }
+        _ => {
+            let p: f64 = rng.gen_range(0.0..100.0);
+            let keys = sh.keys.borrow();
+            if p < cfg.idem_repeat_pct && !keys.is_empty() {
+                let (key, first) = keys[rng.gen_range(0..keys.len())].clone();
+                let bytes = post(&first.menu_item_id, Some(&key));
+                return (2, Req::Repeat { key, first }, bytes);
+            }
+            let key = (p < cfg.idem_repeat_pct + cfg.idempotency_pct).then(|| {
+                sh.key_seq.set(sh.key_seq.get() + 1);
+                format!("{}-{}", sh.ctx.run_id, sh.key_seq.get())
+            });
+            let item = MENU[rng.gen_range(0..MENU.len())].0;
+            let bytes = post(item, key.as_deref());
+            (1, Req::Order { item, key }, bytes)
         }
     }
 }
 
 /// Check one response against what its request expects.
-fn check(sh: &Shared, cs: &mut ConnState, p: Pending, r: Response, t0: Instant) {
-    let ctx = &sh.ctx;
-    let st = &ctx.stats;
-    match p {
-        Pending::Menu => {
-            sh.h[H_MENU].since(t0);
-            let same = sh.menu_body.borrow().as_deref() == Some(&r.body[..]);
-            if same {
-                let _ = ctx.check("GET menu: headers", proto::common_headers(&r));
-                if r.status() != 200 {
-                    st.violation("GET menu: status", || format!("{}", r.status()));
-                }
-            } else if let Some(v) = check_json(ctx, "GET menu: response", &r, 200) {
-                if ctx
-                    .check("GET menu: content", proto::check_menu(&v))
-                    .is_some()
-                {
-                    *sh.menu_body.borrow_mut() = Some(r.body.clone());
-                }
+fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
+    let st = &sh.ctx.stats;
+    let order = |what: &str, status| {
+        let ok = proto::json_response(r, status).and_then(|_| proto::parse_order(&r.body));
+        st.check(what, ok)
+    };
+    match req {
+        // an unchanged body needs no second look
+        Req::Menu if r.status == 200 && *sh.menu.borrow() == r.body => {
+            st.check("GET menu: headers", proto::common_headers(r));
+        }
+        Req::Menu => {
+            let ok = proto::json_response(r, 200).and_then(|_| proto::check_menu(&r.body));
+            if st.check("GET menu", ok).is_some() {
+                sh.menu.replace(r.body.clone());
             }
         }
-        Pending::Idem { key, prev } => {
-            sh.h[H_IDEM].since(t0);
-            if r.status() != 200 && r.status() != 201 {
-                st.violation("Idempotency-Key repeat: status", || {
-                    format!("{} {}", r.status(), r.body_str())
-                });
-                return;
-            }
-            let o =
-                check_json(ctx, "Idempotency-Key repeat: response", &r, r.status()).and_then(|v| {
-                    ctx.check(
-                        "Idempotency-Key repeat: order shape",
-                        proto::parse_order(&v),
-                    )
-                });
-            if let Some(o) = o {
-                if o.id != prev.id || o.number != prev.number || o.menu_item_id != prev.menu_item_id
-                {
-                    st.violation("Idempotency-Key repeat returned a different order", || {
-                        format!("key {key}: first {:?}, repeat {:?}", prev.id, o.id)
-                    });
-                }
-            }
-        }
-        Pending::Order { item, key } => {
-            sh.h[H_ORDER].since(t0);
-            let Some(v) = check_json(ctx, "POST order: response", &r, 201) else {
+        Req::Order { item, key } => {
+            let Some(o) = order("POST order", 201) else {
                 return;
             };
-            let Some(o) = ctx.check("POST order: order shape", proto::parse_order(&v)) else {
-                return;
-            };
-            sh.orders_created.inc();
-            check_new_order(sh, &o, item, &mut cs.last_number);
+            sh.created.inc();
+            check_new_order(sh, cs, &o, item);
             if let Some(k) = key {
-                let mut q = sh.idem.borrow_mut();
-                q.push_back((k, o.clone()));
-                if q.len() > 1000 {
-                    q.pop_front();
+                let mut keys = sh.keys.borrow_mut();
+                keys.push_back((k, o.clone()));
+                if keys.len() > REMEMBERED {
+                    keys.pop_front();
                 }
             }
             cs.own.push_back(o);
-            if cs.own.len() > 256 {
+            if cs.own.len() > REMEMBERED {
                 cs.own.pop_front();
             }
         }
-        Pending::Get { o } => {
-            sh.h[H_GET].since(t0);
-            let got = check_json(ctx, "GET order: response", &r, 200)
-                .and_then(|v| ctx.check("GET order: order shape", proto::parse_order(&v)));
-            if let Some(g) = got {
-                if g.id != o.id || g.number != o.number || g.menu_item_id != o.menu_item_id {
-                    st.violation("GET order returned a different order", || {
-                        format!("GET {}: got {:?}", o.id, g)
-                    });
-                } else if proto::status_rank(&g.status) < proto::status_rank(&o.status) {
-                    st.violation("GET order: status went backwards", || {
-                        format!("{}: {} after {}", o.id, g.status, o.status)
-                    });
-                }
+        Req::Repeat { key, first } => {
+            let status = if r.status == 200 { 200 } else { 201 };
+            if let Some(o) = order("Idempotency-Key repeat", status) {
+                let same = first.same_as(&o).map_err(|e| format!("key {key}: {e}"));
+                st.check("Idempotency-Key repeat returned a different order", same);
             }
         }
-        Pending::Bad(case) => {
-            sh.h[H_BAD].since(t0);
-            check_bad(sh, &case, &r);
+        Req::Get(want) => {
+            if let Some(o) = order("GET order", 200) {
+                st.check("GET order returned a different order", want.same_as(&o));
+            }
+        }
+        Req::Bad(i, path) if BAD[i].3 == 204 => {
+            let methods = r.header("access-control-allow-methods");
+            let ok = match (r.status, methods, r.header("access-control-allow-headers")) {
+                (204, Some("GET,POST,PUT,PATCH,DELETE,OPTIONS"), Some("*")) => {
+                    proto::common_headers(r)
+                }
+                (s, m, h) => Err(format!("{s}, Allow-Methods {m:?}, Allow-Headers {h:?}")),
+            };
+            let ok = ok.map_err(|e| format!("OPTIONS {path}: {e}"));
+            st.check("OPTIONS: status or CORS headers", ok);
+        }
+        Req::Bad(i, path) => {
+            let (method, kind, _, status, msg) = BAD[i];
+            let msg = Some(msg).filter(|m| !m.is_empty());
+            let ok = proto::error_response(r, status, msg).map_err(|e| format!("{path}: {e}"));
+            st.check(&format!("error response for {method} {kind}"), ok);
+            if status == 405 && r.header("allow").is_none() {
+                st.violation("405 without an Allow header", || path);
+            }
         }
     }
 }
 
-fn check_new_order(sh: &Shared, o: &Order, item: &str, last_number: &mut u64) {
+/// A new order: for the item asked, pending, from one store, its number
+/// never handed out before and above the connection's previous one.
+fn check_new_order(sh: &Shared, cs: &mut Conn, o: &Order, item: &str) {
     let st = &sh.ctx.stats;
-    if o.menu_item_id != item {
-        st.violation("POST order: wrong menu_item_id", || {
-            format!("asked {item}, got {}", o.menu_item_id)
+    if o.menu_item_id != item || o.status != "pending" {
+        st.violation("POST order: not a pending order of the item asked", || {
+            format!("asked {item}, got {o:?}")
         });
     }
-    if o.status != "pending" {
-        st.violation("POST order: new order not pending", || o.status.clone());
+    let mut store = sh.store.borrow_mut();
+    match store.as_deref() {
+        None => *store = Some(o.store().to_string()),
+        Some(s) if s != o.store() => st.violation("orders: store id changed", || {
+            format!("{s} then {}", o.store())
+        }),
+        _ => {}
     }
-    {
-        let mut s = sh.store.borrow_mut();
-        match s.as_deref() {
-            None => *s = Some(o.store.clone()),
-            Some(x) if x != o.store => st.violation("orders: store id changed", || {
-                format!("{x} then {}", o.store)
-            }),
-            _ => {}
-        }
-    }
-    if !sh.numbers.borrow_mut().insert(o.number) {
+    let n = o.order_number;
+    if !sh.numbers.borrow_mut().insert(n) {
         st.violation("orders: order_number reused", || {
-            format!("{} handed out twice", o.number)
+            format!("{n} handed out twice")
         });
     }
-    if o.number <= *last_number {
+    if n <= cs.last_number {
         st.violation("orders: order_number not increasing", || {
-            format!("{} after {} on the same connection", o.number, last_number)
+            format!("{n} after {} on the same connection", cs.last_number)
         });
     }
-    *last_number = (*last_number).max(o.number);
-}
-
-/// Requests that must fail with an exact error (or OPTIONS -> 204).
-fn bad_case(sh: &Shared, i: usize) -> (BadCase, Vec<u8>) {
-    let store = sh
-        .store
-        .borrow()
-        .clone()
-        .unwrap_or_else(|| "store-001".to_string());
-    let unknown = format!("/api/v1/stores/orders/{store}-{}", 900_000_000 + (i % 1000));
-    let (method, path, body, status, msg): (&str, String, Option<&[u8]>, u16, Option<&str>) =
-        match i % 9 {
-            0 => (
-                "GET",
-                "/api/v1/stores/orders/abc".into(),
-                None,
-                400,
-                Some("Invalid order ID format"),
-            ),
-            1 => (
-                "GET",
-                format!("/api/v1/stores/orders/{store}-abc"),
-                None,
-                400,
-                Some("Invalid order ID format"),
-            ),
-            2 => ("GET", unknown, None, 404, Some("Order not found")),
-            3 => (
-                "POST",
-                "/api/v1/stores/orders".into(),
-                Some(br#"{"menu_item_id":"no-such-ice"}"#),
-                400,
-                Some("menu item not found: no-such-ice"),
-            ),
-            4 => (
-                "POST",
-                "/api/v1/stores/orders".into(),
-                Some(b"this is not json"),
-                400,
-                Some("Invalid request body"),
-            ),
-            5 => (
-                "POST",
-                "/api/v1/stores/orders".into(),
-                Some(br#"{"menu_item_id":5}"#),
-                400,
-                Some("Invalid request body"),
-            ),
-            6 => ("GET", "/api/v1/no-such-path".into(), None, 404, None),
-            7 => ("DELETE", "/api/v1/stores/menu".into(), None, 405, None),
-            _ => ("OPTIONS", "/api/v1/stores/orders".into(), None, 204, None),
-        };
-    let bytes = req(&sh.ctx.target.host, method, &path, &[], body);
-    let what = format!("{method} {path}");
-    (
-        BadCase {
-            what,
-            status,
-            msg: msg.map(|m| m.to_string()),
-        },
-        bytes,
-    )
-}
-
-fn check_bad(sh: &Shared, case: &BadCase, r: &Response) {
-    let ctx = &sh.ctx;
-    let st = &ctx.stats;
-    let what = &case.what;
-    if case.status == 204 {
-        if r.status() != 204 {
-            st.violation("OPTIONS: status", || {
-                format!("{what}: {} (want 204)", r.status())
-            });
-        }
-        let _ = ctx.check("OPTIONS: headers", proto::common_headers(r));
-        let methods = r.header("access-control-allow-methods").unwrap_or("");
-        if methods != "GET,POST,PUT,PATCH,DELETE,OPTIONS" {
-            st.violation("OPTIONS: Access-Control-Allow-Methods", || {
-                format!("{methods:?}")
-            });
-        }
-        if r.header("access-control-allow-headers") != Some("*") {
-            st.violation("OPTIONS: Access-Control-Allow-Headers", || {
-                format!("{:?}", r.header("access-control-allow-headers"))
-            });
-        }
-        return;
-    }
-    // group by the request kind, not the exact (varying) path
-    let kind: String = what.split('/').take(5).collect::<Vec<_>>().join("/");
-    if let Err(e) = proto::error_response(r, case.status, case.msg.as_deref()) {
-        st.violation(&format!("error response for {kind}"), || {
-            format!("{what}: {e}")
-        });
-    }
-    if case.status == 405 && r.header("allow").is_none() {
-        st.violation("405 without an Allow header", || what.clone());
-    }
+    cs.last_number = cs.last_number.max(n);
 }
 
 #[cfg(test)]
@@ -588,13 +398,12 @@ mod tests {
     #[test]
     fn mix_parsing() {
         assert_eq!(
-            parse_mix("menu:1,order:2,get:3,bad:0").unwrap(),
-            [1.0, 2.0, 3.0, 0.0]
+            parse_mix("menu:1,order:2,get:3,bad:0"),
+            Ok([1.0, 2.0, 3.0, 0.0])
         );
-        assert_eq!(parse_mix("order=1").unwrap(), [0.0, 1.0, 0.0, 0.0]);
-        assert!(parse_mix("menu:0").is_err());
-        assert!(parse_mix("nope:1").is_err());
-        assert!(parse_mix("menu:-1,order:1").is_err());
-        assert!(parse_mix("menu").is_err());
+        assert_eq!(parse_mix("order=1"), Ok([0.0, 1.0, 0.0, 0.0]));
+        for bad in ["menu:0", "nope:1", "menu:-1,order:1", "menu", "menu:x"] {
+            assert!(parse_mix(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,0 +1,288 @@
+//! What every scenario shares: the run's context, the preflight checks, and
+//! the exchanges that recur between scenarios (a checked JSON request, an
+//! order fetched back, WebSockets opened in bulk, a refused upgrade, the
+//! close handshake, reading until the server closes). Each records its own
+//! failures, so a scenario only says what it expects.
+
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use glommio::sync::Semaphore;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+
+use crate::fail::{Fail, DROPPED};
+use crate::http::{Client, Response};
+use crate::net::{self, Target};
+use crate::proto::{self, Order};
+use crate::stats::{Kind, Stats};
+use crate::ws::{self, close_code, Message, Ws};
+
+/// Per operation: connect, request, handshake, close, awaited message.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WebSocket handshakes in flight while [`Ctx::ramp`] opens connections.
+const RAMP_HANDSHAKES: u64 = 256;
+
+pub struct Ctx {
+    pub target: Target,
+    pub stats: Rc<Stats>,
+    /// Random per run (`lt-3f9a12c0`): prefixes room names and keys.
+    pub run_id: String,
+    /// The measured phase.
+    pub duration: Duration,
+    /// Connections made so far: picks the next source address.
+    conns: Cell<usize>,
+}
+
+impl Ctx {
+    pub fn new(target: Target, stats: Rc<Stats>, duration_s: f64) -> Ctx {
+        Ctx {
+            target,
+            stats,
+            run_id: format!("lt-{:08x}", rand::random::<u32>()),
+            duration: Duration::from_secs_f64(duration_s),
+            conns: Cell::new(0),
+        }
+    }
+
+    /// The source address of the next connection (see [`net::source_addr`]).
+    pub fn next_src(&self) -> IpAddr {
+        self.conns.set(self.conns.get() + 1);
+        net::source_addr(self.conns.get())
+    }
+
+    pub fn rng(&self) -> SmallRng {
+        SmallRng::from_entropy()
+    }
+
+    pub fn http(&self) -> Client {
+        Client::new(&self.target, self.next_src(), TIMEOUT)
+    }
+
+    /// `method path` must answer `status` with JSON; returns the response,
+    /// or records why not under `what`.
+    pub async fn request(
+        &self,
+        http: &mut Client,
+        what: &str,
+        (method, path): (&str, &str),
+        headers: &[(&str, &str)],
+        status: u16,
+    ) -> Option<Response> {
+        match http.request(method, path, headers, None).await {
+            Ok(r) => {
+                let ok =
+                    proto::json_response(&r, status).map_err(|e| format!("{method} {path}: {e}"));
+                self.stats.check(what, ok).map(|_| r)
+            }
+            Err(f) => {
+                self.stats.fail(what, &format!("{method} {path}"), f);
+                None
+            }
+        }
+    }
+
+    /// GET the order `want` back: it must be the same order.
+    pub async fn fetch_order(&self, http: &mut Client, what: &str, want: &Order) -> Option<Order> {
+        let path = format!("/api/v1/stores/orders/{}", want.id);
+        let r = self.request(http, what, ("GET", &path), &[], 200).await?;
+        let got = self
+            .stats
+            .check(&format!("{what}: order shape"), proto::parse_order(&r.body))?;
+        let same = want.same_as(&got);
+        self.stats
+            .check(&format!("{what}: a different order"), same)
+            .map(|_| got)
+    }
+
+    /// Open a WebSocket on `path`, recording why not under `what`.
+    pub async fn ws(&self, what: &str, path: &str, rx_bytes: usize) -> Option<Ws> {
+        match ws::connect(&self.target, path, self.next_src(), TIMEOUT, rx_bytes).await {
+            Ok(Ok(ws)) => Some(ws),
+            Ok(Err(r)) => {
+                let kind = format!("{what}: upgrade refused with {}", r.status);
+                self.stats
+                    .violation(&kind, || format!("GET {path}: {}", r.body_str()));
+                None
+            }
+            Err(f) => {
+                self.stats.fail(what, path, f);
+                None
+            }
+        }
+    }
+
+    /// Open a WebSocket on every path before a measured phase, at most
+    /// [`RAMP_HANDSHAKES`] at once; counts them in the `open` gauge (the
+    /// caller takes each one off when it ends) and the `connect` latency.
+    pub async fn ramp(
+        self: &Rc<Self>,
+        what: &'static str,
+        paths: Vec<String>,
+        rx_bytes: usize,
+    ) -> Vec<Option<Ws>> {
+        let (n, sem) = (paths.len(), Rc::new(Semaphore::new(RAMP_HANDSHAKES)));
+        let (open, h) = (
+            self.stats.counter("open", Kind::Gauge),
+            self.stats.hist("connect"),
+        );
+        let tasks: Vec<_> = paths
+            .into_iter()
+            .map(|path| {
+                let (ctx, sem, open, h) = (self.clone(), sem.clone(), open.clone(), h.clone());
+                glommio::spawn_local(async move {
+                    let _permit = sem.acquire_permit(1).await.ok()?;
+                    let t = Instant::now();
+                    let ws = ctx.ws(what, &path, rx_bytes).await?;
+                    h.since(t);
+                    open.inc();
+                    Some(ws)
+                })
+            })
+            .collect();
+        let mut conns = Vec::with_capacity(n);
+        for t in tasks {
+            conns.push(t.await);
+        }
+        let opened = conns.iter().flatten().count();
+        if opened < n {
+            self.stats
+                .note(format!("only {opened} of {n} connections opened"));
+        }
+        conns
+    }
+
+    /// The upgrade of `path` must be refused with `status` and message `msg`.
+    pub async fn expect_ws_refused(&self, path: &str, status: u16, msg: &str) {
+        match ws::connect(&self.target, path, self.next_src(), TIMEOUT, 256).await {
+            Ok(Ok(mut ws)) => {
+                let detail = || format!("GET {path} was upgraded; want {status} {msg:?}");
+                self.stats
+                    .violation("upgrade accepted that must be refused", detail);
+                let _ = net::timeout(Duration::from_secs(1), ws::close(&mut ws)).await;
+            }
+            Ok(Err(r)) => {
+                let ok = proto::error_response(&r, status, Some(msg))
+                    .map_err(|e| format!("GET {path}: {e}"));
+                self.stats
+                    .check("refused upgrade: wrong error response", ok);
+            }
+            Err(f) => self.stats.fail("refused upgrade", path, f),
+        }
+    }
+
+    /// Close `ws` with 1000 and wait for the server's close frame; false
+    /// (recorded under `what`) when it does not come.
+    pub async fn close_ws(&self, what: &str, at: &str, ws: &mut Ws) -> bool {
+        let detail = match net::timeout(TIMEOUT, ws::close(ws)).await {
+            Some(Ok(_)) => return true,
+            Some(Err(f)) if f.kind != DROPPED => {
+                self.stats.fail(&format!("{what} close"), at, f);
+                return false;
+            }
+            Some(Err(_)) => {
+                "the server dropped the connection instead of answering our close frame"
+            }
+            None => "no close frame within 10 s of ours",
+        };
+        let kind = format!("{what}: close handshake not completed");
+        self.stats.violation(&kind, || format!("{at}: {detail}"));
+        false
+    }
+
+    /// Read `ws` until the server closes it, handing each text message to
+    /// `on_text`, which says whether it was the `awaited` one. After that
+    /// the server must close with 1000, all within `limit`; records a
+    /// violation when it closes earlier, with another code, or too late.
+    pub async fn await_then_close(
+        &self,
+        (what, at): (&str, &str),
+        ws: &mut Ws,
+        awaited: &str,
+        limit: Duration,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) {
+        let mut got = false;
+        let end = net::timeout(limit, async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => got |= on_text(t.as_str()),
+                    Some(Ok(Message::Binary(_))) => self
+                        .stats
+                        .violation(&format!("{what}: binary message"), || at.into()),
+                    Some(Ok(Message::Close(f))) => {
+                        // hands tungstenite's reply to the socket
+                        let _ = ws.close(None).await;
+                        return Ok(close_code(&f));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(Fail::from(e)),
+                    None => return Err(Fail::dropped()),
+                }
+            }
+        })
+        .await;
+        let (kind, detail) = match end {
+            Some(Ok(Some(1000))) if got => return,
+            Some(Ok(code)) if got => (
+                format!("close code after the {awaited}"),
+                format!("{code:?}, want 1000"),
+            ),
+            Some(Ok(code)) => (
+                format!("closed before the {awaited}"),
+                format!("code {code:?}"),
+            ),
+            Some(Err(f)) => return self.stats.fail(what, at, f),
+            None if got => (
+                format!("no close after the {awaited}"),
+                format!("still open after {limit:?}"),
+            ),
+            None => (
+                format!("no {awaited} received"),
+                format!("nothing within {limit:?}"),
+            ),
+        };
+        self.stats
+            .violation(&format!("{what}: {kind}"), || format!("{at}: {detail}"));
+    }
+}
+
+/// Checks every scenario starts with: the health endpoints and the menu.
+/// Returns false when the server is not reachable at all.
+pub async fn preflight(ctx: &Ctx) -> bool {
+    let mut c = ctx.http();
+    for path in ["/healthz", "/api/v1/healthz", "/ws/health"] {
+        match c.request("GET", path, &[], None).await {
+            Ok(r) => {
+                let ok = proto::json_response(&r, 200).and_then(|v| {
+                    match v == serde_json::json!({"status": "ok"}) {
+                        true => Ok(()),
+                        false => Err(format!("body {v}")),
+                    }
+                });
+                ctx.stats.check(
+                    "preflight: health",
+                    ok.map_err(|e| format!("GET {path}: {e}")),
+                );
+            }
+            Err(f) => {
+                ctx.stats.fail(
+                    "preflight: server unreachable",
+                    &format!("GET {}{path}", ctx.target.url),
+                    f,
+                );
+                return false;
+            }
+        }
+    }
+    let menu = ("GET", "/api/v1/stores/menu");
+    if let Some(r) = ctx.request(&mut c, "preflight: menu", menu, &[], 200).await {
+        ctx.stats
+            .check("preflight: menu", proto::check_menu(&r.body));
+    }
+    true
+}
