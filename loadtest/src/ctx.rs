@@ -4,7 +4,8 @@
 //! close handshake, reading until the server closes). Each records its own
 //! failures, so a scenario only says what it expects.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,8 +15,8 @@ use glommio::sync::Semaphore;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::fail::{Fail, DROPPED};
-use crate::http::{Client, Response};
+use crate::fail::DROPPED;
+use crate::http::{HttpConn, Response};
 use crate::net::{self, Target};
 use crate::proto::{self, Order};
 use crate::stats::{Kind, Stats};
@@ -36,16 +37,22 @@ pub struct Ctx {
     pub duration: Duration,
     /// Connections made so far: picks the next source address.
     conns: Cell<usize>,
+    /// Ids of the orders the server handed out this run.
+    orders: RefCell<HashSet<String>>,
 }
 
 impl Ctx {
     pub fn new(target: Target, stats: Rc<Stats>, duration_s: f64) -> Ctx {
+        let run_id = format!("lt-{:08x}", rand::random::<u32>());
+        let duration = Duration::from_secs_f64(duration_s);
+        let (conns, orders) = Default::default();
         Ctx {
             target,
             stats,
-            run_id: format!("lt-{:08x}", rand::random::<u32>()),
-            duration: Duration::from_secs_f64(duration_s),
-            conns: Cell::new(0),
+            run_id,
+            duration,
+            conns,
+            orders,
         }
     }
 
@@ -59,44 +66,46 @@ impl Ctx {
         SmallRng::from_entropy()
     }
 
-    pub fn http(&self) -> Client {
-        Client::new(&self.target, self.next_src(), TIMEOUT)
+    pub fn http(&self) -> HttpConn {
+        HttpConn::new(&self.target, self.next_src(), TIMEOUT)
+    }
+
+    /// Remember a new order; false when its id was handed out before.
+    pub fn new_order(&self, o: &Order) -> bool {
+        self.orders.borrow_mut().insert(o.id.clone())
     }
 
     /// `method path` must answer `status` with JSON; returns the response,
     /// or records why not under `what`.
     pub async fn request(
         &self,
-        http: &mut Client,
+        http: &mut HttpConn,
         what: &str,
         (method, path): (&str, &str),
         headers: &[(&str, &str)],
         status: u16,
     ) -> Option<Response> {
+        let at = format!("{method} {path}");
         match http.request(method, path, headers, None).await {
             Ok(r) => {
-                let ok =
-                    proto::json_response(&r, status).map_err(|e| format!("{method} {path}: {e}"));
+                let ok = proto::json_response(&r, status).map_err(|e| format!("{at}: {e}"));
                 self.stats.check(what, ok).map(|_| r)
             }
-            Err(f) => {
-                self.stats.fail(what, &format!("{method} {path}"), f);
-                None
-            }
+            Err(f) => self.stats.fail(what, &at, f).and(None),
         }
     }
 
     /// GET the order `want` back: it must be the same order.
-    pub async fn fetch_order(&self, http: &mut Client, what: &str, want: &Order) -> Option<Order> {
+    pub async fn fetch_order(
+        &self,
+        http: &mut HttpConn,
+        what: &str,
+        want: &Order,
+    ) -> Option<Order> {
         let path = format!("/api/v1/stores/orders/{}", want.id);
         let r = self.request(http, what, ("GET", &path), &[], 200).await?;
-        let got = self
-            .stats
-            .check(&format!("{what}: order shape"), proto::parse_order(&r.body))?;
-        let same = want.same_as(&got);
-        self.stats
-            .check(&format!("{what}: a different order"), same)
-            .map(|_| got)
+        let got = proto::parse_order(&r.body).and_then(|o| want.same_as(&o).map(|_| o));
+        self.stats.check(&format!("{what}: not the order"), got)
     }
 
     /// Open a WebSocket on `path`, recording why not under `what`.
@@ -109,10 +118,7 @@ impl Ctx {
                     .violation(&kind, || format!("GET {path}: {}", r.body_str()));
                 None
             }
-            Err(f) => {
-                self.stats.fail(what, path, f);
-                None
-            }
+            Err(f) => self.stats.fail(what, path, f).and(None),
         }
     }
 
@@ -123,26 +129,20 @@ impl Ctx {
         self: &Rc<Self>,
         what: &'static str,
         paths: Vec<String>,
-        rx_bytes: usize,
+        rx: usize,
     ) -> Vec<Option<Ws>> {
         let (n, sem) = (paths.len(), Rc::new(Semaphore::new(RAMP_HANDSHAKES)));
-        let (open, h) = (
-            self.stats.counter("open", Kind::Gauge),
-            self.stats.hist("connect"),
-        );
+        let open = |ctx: Rc<Ctx>, sem: Rc<Semaphore>, path: String| async move {
+            let _permit = sem.acquire_permit(1).await.ok()?;
+            let t = Instant::now();
+            let ws = ctx.ws(what, &path, rx).await?;
+            ctx.stats.hist("connect").since(t);
+            ctx.stats.counter("open", Kind::Gauge).inc();
+            Some(ws)
+        };
         let tasks: Vec<_> = paths
             .into_iter()
-            .map(|path| {
-                let (ctx, sem, open, h) = (self.clone(), sem.clone(), open.clone(), h.clone());
-                glommio::spawn_local(async move {
-                    let _permit = sem.acquire_permit(1).await.ok()?;
-                    let t = Instant::now();
-                    let ws = ctx.ws(what, &path, rx_bytes).await?;
-                    h.since(t);
-                    open.inc();
-                    Some(ws)
-                })
-            })
+            .map(|path| glommio::spawn_local(open(self.clone(), sem.clone(), path)))
             .collect();
         let mut conns = Vec::with_capacity(n);
         for t in tasks {
@@ -158,6 +158,7 @@ impl Ctx {
 
     /// The upgrade of `path` must be refused with `status` and message `msg`.
     pub async fn expect_ws_refused(&self, path: &str, status: u16, msg: &str) {
+        let what = "refused upgrade";
         match ws::connect(&self.target, path, self.next_src(), TIMEOUT, 256).await {
             Ok(Ok(mut ws)) => {
                 let detail = || format!("GET {path} was upgraded; want {status} {msg:?}");
@@ -166,12 +167,11 @@ impl Ctx {
                 let _ = net::timeout(Duration::from_secs(1), ws::close(&mut ws)).await;
             }
             Ok(Err(r)) => {
-                let ok = proto::error_response(&r, status, Some(msg))
-                    .map_err(|e| format!("GET {path}: {e}"));
+                let ok = proto::error_response(&r, status, Some(msg));
                 self.stats
-                    .check("refused upgrade: wrong error response", ok);
+                    .check(what, ok.map_err(|e| format!("GET {path}: {e}")));
             }
-            Err(f) => self.stats.fail("refused upgrade", path, f),
+            Err(f) => _ = self.stats.fail(what, path, f),
         }
     }
 
@@ -181,12 +181,9 @@ impl Ctx {
         let detail = match net::timeout(TIMEOUT, ws::close(ws)).await {
             Some(Ok(_)) => return true,
             Some(Err(f)) if f.kind != DROPPED => {
-                self.stats.fail(&format!("{what} close"), at, f);
-                return false;
+                return self.stats.fail(&format!("{what} close"), at, f).is_some()
             }
-            Some(Err(_)) => {
-                "the server dropped the connection instead of answering our close frame"
-            }
+            Some(Err(_)) => "the server dropped the connection instead of answering our close",
             None => "no close frame within 10 s of ours",
         };
         let kind = format!("{what}: close handshake not completed");
@@ -219,27 +216,25 @@ impl Ctx {
                         let _ = ws.close(None).await;
                         return Ok(close_code(&f));
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return Err(Fail::from(e)),
-                    None => return Err(Fail::dropped()),
+                    other => _ = ws::message(other)?,
                 }
             }
         })
         .await;
         let (kind, detail) = match end {
             Some(Ok(Some(1000))) if got => return,
-            Some(Ok(code)) if got => (
-                format!("close code after the {awaited}"),
-                format!("{code:?}, want 1000"),
-            ),
+            Some(Ok(code)) if got => (format!("close after the {awaited}"), format!("{code:?}")),
             Some(Ok(code)) => (
                 format!("closed before the {awaited}"),
                 format!("code {code:?}"),
             ),
-            Some(Err(f)) => return self.stats.fail(what, at, f),
+            Some(Err(f)) => {
+                self.stats.fail(what, at, f);
+                return;
+            }
             None if got => (
                 format!("no close after the {awaited}"),
-                format!("still open after {limit:?}"),
+                format!("{limit:?}"),
             ),
             None => (
                 format!("no {awaited} received"),
@@ -254,35 +249,20 @@ impl Ctx {
 /// Checks every scenario starts with: the health endpoints and the menu.
 /// Returns false when the server is not reachable at all.
 pub async fn preflight(ctx: &Ctx) -> bool {
-    let mut c = ctx.http();
+    let (st, mut c) = (&ctx.stats, ctx.http());
     for path in ["/healthz", "/api/v1/healthz", "/ws/health"] {
         match c.request("GET", path, &[], None).await {
-            Ok(r) => {
-                let ok = proto::json_response(&r, 200).and_then(|v| {
-                    match v == serde_json::json!({"status": "ok"}) {
-                        true => Ok(()),
-                        false => Err(format!("body {v}")),
-                    }
-                });
-                ctx.stats.check(
-                    "preflight: health",
-                    ok.map_err(|e| format!("GET {path}: {e}")),
-                );
-            }
+            Ok(r) => _ = st.check("preflight: health", proto::check_health(&r)),
             Err(f) => {
-                ctx.stats.fail(
-                    "preflight: server unreachable",
-                    &format!("GET {}{path}", ctx.target.url),
-                    f,
-                );
-                return false;
+                return st
+                    .fail("preflight: server unreachable", &ctx.target.url, f)
+                    .is_some()
             }
         }
     }
     let menu = ("GET", "/api/v1/stores/menu");
     if let Some(r) = ctx.request(&mut c, "preflight: menu", menu, &[], 200).await {
-        ctx.stats
-            .check("preflight: menu", proto::check_menu(&r.body));
+        st.check("preflight: menu", proto::check_menu(&r.body));
     }
     true
 }

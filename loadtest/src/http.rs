@@ -115,53 +115,69 @@ pub fn build_request(
 }
 
 /// The kind of [`Fail`] for a connection the server closed before any byte
-/// of the answer: what a keep-alive connection the server timed out shows.
+/// of the answer.
 const CLOSED_EARLY: &str = "connection closed before the response";
 
-/// One keep-alive HTTP/1.1 connection.
+/// A keep-alive HTTP/1.1 connection to the target, made when first needed
+/// and made again after the server closed it.
 pub struct HttpConn {
-    s: TcpStream,
+    target: Target,
+    /// The source address (see [`crate::net::source_addr`]).
+    src: IpAddr,
+    /// Of every read and write.
+    timeout: Duration,
+    s: Option<TcpStream>,
     /// Bytes read and not yet parsed.
     buf: Vec<u8>,
-    host: String,
-    /// After an error or a `Connection: close`.
-    pub closed: bool,
 }
 
 impl HttpConn {
-    /// Connect from source address `src` (see [`crate::net::source_addr`]);
-    /// every read and write has `timeout`.
-    pub async fn connect(target: &Target, src: IpAddr, timeout: Duration) -> Result<Self, Fail> {
-        let s = connect_start(target.addr, src)?;
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-        Ok(HttpConn {
+    pub fn new(target: &Target, src: IpAddr, timeout: Duration) -> HttpConn {
+        let (target, s, buf) = (target.clone(), None, Vec::new());
+        HttpConn {
+            target,
+            src,
+            timeout,
             s,
-            buf: Vec::new(),
-            host: target.host.clone(),
-            closed: false,
-        })
+            buf,
+        }
     }
 
     /// The socket and the bytes read past the last response (after an
     /// upgrade: the first WebSocket frames).
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        (self.s, self.buf)
+    pub fn into_parts(self) -> Option<(TcpStream, Vec<u8>)> {
+        Some((self.s?, self.buf))
+    }
+
+    async fn stream(&mut self) -> Result<&mut TcpStream, Fail> {
+        if self.s.is_none() {
+            let s = connect_start(self.target.addr, self.src)?;
+            s.set_read_timeout(Some(self.timeout))?;
+            s.set_write_timeout(Some(self.timeout))?;
+            self.buf.clear();
+            self.s = Some(s);
+        }
+        Ok(self.s.as_mut().expect("connected"))
     }
 
     /// Write request bytes (one or several pipelined requests).
     pub async fn send(&mut self, req: &[u8]) -> Result<(), Fail> {
-        let r = self.s.write_all(req).await;
-        self.closed |= r.is_err();
+        let r = self.stream().await?.write_all(req).await;
+        if r.is_err() {
+            self.s = None;
+        }
         Ok(r?)
     }
 
-    /// Read the next response.
+    /// Read the next response; after an error or a `Connection: close`
+    /// the next request connects anew.
     pub async fn read_response(&mut self) -> Result<Response, Fail> {
         let r = self.read_one().await;
-        self.closed |= r
-            .as_ref()
-            .map_or(true, |r| r.has_token("connection", "close"));
+        if r.as_ref()
+            .map_or(true, |r| r.has_token("connection", "close"))
+        {
+            self.s = None;
+        }
         r
     }
 
@@ -177,7 +193,11 @@ impl HttpConn {
             }
             let old = self.buf.len();
             self.buf.resize(old + 4096, 0);
-            let n = self.s.read(&mut self.buf[old..]).await;
+            let s = self
+                .s
+                .as_mut()
+                .ok_or_else(|| Fail::error(CLOSED_EARLY, ""))?;
+            let n = s.read(&mut self.buf[old..]).await;
             self.buf.truncate(old + *n.as_ref().unwrap_or(&0));
             match n? {
                 0 if old == 0 => return Err(Fail::error(CLOSED_EARLY, "")),
@@ -194,54 +214,19 @@ impl HttpConn {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response, Fail> {
-        self.send(&build_request(method, path, &self.host, headers, body))
-            .await?;
-        self.read_response().await
-    }
-}
-
-/// A keep-alive client that reconnects when the server closed the connection.
-pub struct Client {
-    target: Target,
-    src: IpAddr,
-    timeout: Duration,
-    conn: Option<HttpConn>,
-}
-
-impl Client {
-    pub fn new(target: &Target, src: IpAddr, timeout: Duration) -> Client {
-        Client {
-            target: target.clone(),
-            src,
-            timeout,
-            conn: None,
-        }
-    }
-
-    pub async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> Result<Response, Fail> {
-        let reused = self.conn.as_ref().is_some_and(|c| !c.closed);
-        if !reused {
-            let c = HttpConn::connect(&self.target, self.src, self.timeout).await?;
-            self.conn = Some(c);
-        }
-        let c = self.conn.as_mut().expect("connected");
-        let r = c.request(method, path, headers, body).await;
+        let reused = self.s.is_some();
+        let req = build_request(method, path, &self.target.host, headers, body);
+        let r = match self.send(&req).await {
+            Ok(()) => self.read_response().await,
+            Err(f) => Err(f),
+        };
         // A reused connection the server closed while it was idle (its
-        // keep-alive limit) fails before any byte of a response: retry
-        // once on a fresh connection, as browsers do, for a safe method.
+        // keep-alive limit) fails at once: retry a safe method once on a
+        // fresh connection, as browsers do.
         match r {
-            Err(f) if reused && f.kind == CLOSED_EARLY && method == "GET" => {
-                let c = HttpConn::connect(&self.target, self.src, self.timeout).await?;
-                self.conn
-                    .insert(c)
-                    .request(method, path, headers, body)
-                    .await
+            Err(f) if reused && method == "GET" && !f.violation && f.kind != "timeout" => {
+                self.send(&req).await?;
+                self.read_response().await
             }
             r => r,
         }

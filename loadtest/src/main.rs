@@ -23,7 +23,7 @@ use std::time::Instant;
 use clap::Parser;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 
-use crate::cli::{Cli, Cpu};
+use crate::cli::Cli;
 use crate::ctx::{preflight, Ctx};
 use crate::net::Target;
 use crate::stats::Stats;
@@ -57,16 +57,12 @@ fn run(cli: &Cli) -> Result<bool, String> {
         Ok(n) if n >= 1024 => {}
         n => eprintln!("warning: RLIMIT_NOFILE is only {n:?}"),
     }
-    let placement = match c.cpu {
-        Some(Cpu::Fixed(n)) => Placement::Fixed(n),
-        Some(Cpu::Unbound) => Placement::Unbound,
-        // the default CPU 1 does not exist on a one-CPU machine (count the
-        // online CPUs, not the affinity mask: `taskset -c 1` is fine)
-        None if CpuSet::online().map_or(0, |s| s.len()) < 2 => {
-            eprintln!("note: one CPU only; the harness runs unpinned");
-            Placement::Unbound
-        }
-        None => Placement::Fixed(1),
+    // the default CPU 1 does not exist on a one-CPU machine (count the
+    // online CPUs, not the affinity mask: `taskset -c 1` is fine)
+    let one_cpu = CpuSet::online().map_or(0, |s| s.len()) < 2;
+    let placement = match c.cpu.map_or((!one_cpu).then_some(1), |p| p.0) {
+        Some(n) => Placement::Fixed(n),
+        None => Placement::Unbound,
     };
     let ex = LocalExecutorBuilder::new(placement)
         .name("loadtest")
@@ -103,22 +99,22 @@ fn run(cli: &Cli) -> Result<bool, String> {
         .zip(&urls)
         .map(|(s, u)| report::json(s, name, u, c.max_errors))
         .collect();
+    let mut out = match &reports[..] {
+        [a, b] => report::compare_json(a, b),
+        _ => reports[0].clone(),
+    };
     let mut human = reports
         .iter()
         .map(report::text)
         .collect::<Vec<_>>()
         .join("\n");
-    if let [a, b] = &reports[..] {
-        human += &format!("\n{}", report::compare_text(a, b));
+    if reports.len() == 2 {
+        human += &format!("\n{}", report::compare_text(&out));
     }
     if c.json {
         eprint!("{human}");
-        let mut v = match &reports[..] {
-            [a, b] => report::compare_json(a, b),
-            _ => reports[0].clone(),
-        };
-        v["argv"] = serde_json::json!(std::env::args().collect::<Vec<_>>());
-        let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
+        out["argv"] = serde_json::json!(std::env::args().collect::<Vec<_>>());
+        let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     } else {
         print!("{human}");

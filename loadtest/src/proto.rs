@@ -1,9 +1,13 @@
 //! SPEC.md as checks: exact JSON shapes (serde with `deny_unknown_fields`),
-//! the menu, orders, error bodies, meter and lobby messages.
+//! the menu, orders, error bodies, meter and lobby messages. Each returns
+//! what was wrong, for the report.
 
+use std::collections::HashSet;
+
+use anyhow::{anyhow, bail, ensure, Result};
 use async_tungstenite::tungstenite::http::StatusCode;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::http::Response;
 
@@ -34,40 +38,37 @@ pub const MENU: [(&str, &str, &str); 4] = [
 /// Order statuses in the only order they may take.
 pub const STATUSES: [&str; 3] = ["pending", "waitingPickup", "completed"];
 
+/// The server's lobby defaults (SPEC 2.2): groups of 3, start_time = now + 10 s.
+pub const GROUP: usize = 3;
+const START_DELAY_S: f64 = 10.0;
+
 /// The first 200 characters, for examples in the report.
 fn short(b: &[u8]) -> String {
     String::from_utf8_lossy(b).chars().take(200).collect()
 }
 
 /// Parse `b` as exactly `T`, or say what it should have been.
-fn exact<'a, T: Deserialize<'a>>(b: &'a [u8], want: &str) -> Result<T, String> {
-    serde_json::from_slice(b).map_err(|e| format!("not {want} ({e}): {}", short(b)))
+fn exact<'a, T: Deserialize<'a>>(b: &'a [u8], want: &str) -> Result<T> {
+    let e = |e| anyhow!("not {want} ({e}): {}", short(b));
+    serde_json::from_slice(b).map_err(e)
 }
 
 /// The headers every response carries (SPEC 1): CORS and, with a body, JSON.
-pub fn common_headers(r: &Response) -> Result<(), String> {
-    if r.header("access-control-allow-origin") != Some("*") {
-        let got = r.header("access-control-allow-origin");
-        return Err(format!("Access-Control-Allow-Origin {got:?}, want \"*\""));
-    }
+pub fn common_headers(r: &Response) -> Result<()> {
+    let cors = r.header("access-control-allow-origin");
+    ensure!(cors == Some("*"), "CORS header {cors:?}");
     let ct = r.header("content-type").unwrap_or("");
-    if !r.body.is_empty() && !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(format!("Content-Type {ct:?}, want application/json"));
-    }
+    let json = ct.to_ascii_lowercase().starts_with("application/json");
+    ensure!(r.body.is_empty() || json, "Content-Type {ct:?}");
     Ok(())
 }
 
-/// Status, common headers and a JSON body, which it returns.
-pub fn json_response(r: &Response, status: u16) -> Result<Value, String> {
-    if r.status != status {
-        return Err(format!(
-            "status {} (want {status}), body {}",
-            r.status,
-            short(&r.body)
-        ));
-    }
+/// Status, common headers and a JSON body.
+pub fn json_response(r: &Response, status: u16) -> Result<()> {
+    let (got, body) = (r.status, short(&r.body));
+    ensure!(got == status, "status {got} (want {status}): {body}");
     common_headers(r)?;
-    exact(&r.body, "JSON")
+    exact::<Value>(&r.body, "JSON").map(drop)
 }
 
 #[derive(Deserialize)]
@@ -79,48 +80,32 @@ struct ErrorBody {
 
 /// `{"error": "<HTTP reason>", "message": "<msg>"}` exactly; `msg` None:
 /// any message.
-pub fn error_response(r: &Response, status: u16, msg: Option<&str>) -> Result<(), String> {
+pub fn error_response(r: &Response, status: u16, msg: Option<&str>) -> Result<()> {
     json_response(r, status)?;
-    let e: ErrorBody = exact(&r.body, "{\"error\":\"..\",\"message\":\"..\"}")?;
+    let e: ErrorBody = exact(&r.body, "{\"error\":..,\"message\":..}")?;
     let code = StatusCode::from_u16(status).ok();
-    let reason = code.and_then(|c| c.canonical_reason()).unwrap_or("");
-    if e.error != reason {
-        return Err(format!("error {:?}, want {reason:?}", e.error));
-    }
-    match msg {
-        Some(m) if e.message != m => Err(format!("message {:?}, want {m:?}", e.message)),
-        _ => Ok(()),
-    }
+    let reason = code.and_then(|c| c.canonical_reason());
+    let (error, message) = (&e.error, &e.message);
+    ensure!(Some(&**error) == reason, "error {error:?}, want {reason:?}");
+    let right = msg.is_none_or(|m| m == message);
+    ensure!(right, "message {message:?}, want {msg:?}");
+    Ok(())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Menu {
-    menu: Vec<MenuItem>,
-}
-
-#[derive(Deserialize, PartialEq, Debug)]
-#[serde(deny_unknown_fields)]
-struct MenuItem {
-    id: String,
-    name: String,
-    description: String,
+/// `{"status":"ok"}` of the health endpoints.
+pub fn check_health(r: &Response) -> Result<()> {
+    json_response(r, 200)?;
+    let ok = exact::<Value>(&r.body, "JSON")? == json!({"status": "ok"});
+    ensure!(ok, "body {}", short(&r.body));
+    Ok(())
 }
 
 /// `{"menu":[...]}` with exactly [`MENU`], in order.
-pub fn check_menu(body: &[u8]) -> Result<(), String> {
-    let m: Menu = exact(body, "{\"menu\":[{\"id\",\"name\",\"description\"}...]}")?;
-    let want = MENU.iter().map(|(id, name, desc)| MenuItem {
-        id: id.to_string(),
-        name: name.to_string(),
-        description: desc.to_string(),
-    });
-    if !m.menu.into_iter().eq(want) {
-        return Err(format!(
-            "menu is not the four items in order: {}",
-            short(body)
-        ));
-    }
+pub fn check_menu(body: &[u8]) -> Result<()> {
+    let item = |(id, name, d)| json!({"id": id, "name": name, "description": d});
+    let want = json!({ "menu": MENU.map(item) });
+    let ok = exact::<Value>(body, "JSON")? == want;
+    ensure!(ok, "not the menu: {}", short(body));
     Ok(())
 }
 
@@ -150,52 +135,24 @@ pub struct OrderList {
 impl Order {
     /// Internal consistency: id = <store>-<order_number>, the name of the
     /// item, a known status, well-formed times in order.
-    pub fn check(self) -> Result<Order, String> {
-        let id = &self.id;
-        // one fixed-width format (2026-07-01T09:30:00.123Z): text order is time order
-        let well_formed = |t: &Option<String>| {
-            t.as_ref()
-                .is_none_or(|t| t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T')
-        };
-        let (created, updated) = (&self.created_at, &self.updated_at);
-        if !well_formed(created) || !well_formed(updated) {
-            return Err(format!(
-                "{id}: times {created:?} / {updated:?} are not RFC 3339 UTC with milliseconds"
-            ));
-        }
-        if matches!((created, updated), (Some(c), Some(u)) if u < c) {
-            return Err(format!(
-                "{id}: updated_at {updated:?} before created_at {created:?}"
-            ));
-        }
-        if self.order_number == 0 {
-            return Err(format!("{id}: order_number 0 (numbering starts at 1)"));
-        }
-        let n = self.order_number.to_string();
-        if self.store().is_empty() || id.strip_suffix(&n).is_none_or(|s| !s.ends_with('-')) {
-            return Err(format!("id {id:?} is not <store>-<order_number> ({n})"));
-        }
-        match MENU.iter().find(|m| m.0 == self.menu_item_id) {
-            Some(m) if m.1 == self.menu_name => {}
-            Some(m) => {
-                return Err(format!(
-                    "{id}: menu_name {:?}, want {:?}",
-                    self.menu_name, m.1
-                ))
-            }
-            None => {
-                return Err(format!(
-                    "{id}: menu_item_id {:?} is not on the menu",
-                    self.menu_item_id
-                ))
-            }
-        }
-        if status_rank(&self.status).is_none() {
-            return Err(format!(
-                "{id}: status {:?} is not one of {STATUSES:?}",
-                self.status
-            ));
-        }
+    pub fn check(self) -> Result<Order> {
+        let (id, created, updated) = (&self.id, &self.created_at, &self.updated_at);
+        // one fixed width (2026-07-01T09:30:00.123Z): text order is time order
+        let ms_utc = |t: &String| t.len() == 24 && &t[10..11] == "T" && t.ends_with('Z');
+        let times = created.iter().chain(updated).all(ms_utc);
+        ensure!(times, "{id}: times not RFC 3339 UTC in ms");
+        let backwards = matches!((created, updated), (Some(c), Some(u)) if u < c);
+        ensure!(!backwards, "{id}: updated_at before created_at");
+        let n = self.order_number;
+        let store = id.strip_suffix(&n.to_string());
+        let store = store.and_then(|s| s.strip_suffix('-'));
+        let named = n > 0 && store.is_some_and(|s| !s.is_empty());
+        ensure!(named, "id {id:?} is not <store>-{n}");
+        let (item, name) = (&self.menu_item_id, &self.menu_name);
+        let on_menu = MENU.iter().any(|m| (m.0, m.1) == (item, name));
+        ensure!(on_menu, "{id}: {item} {name} is not on the menu");
+        let status = &self.status;
+        ensure!(status_rank(status).is_some(), "{id}: status {status}");
         Ok(self)
     }
 
@@ -205,13 +162,10 @@ impl Order {
     }
 
     /// `got` is this order (the same id, number and item).
-    pub fn same_as(&self, got: &Order) -> Result<(), String> {
-        let same = (&got.id, got.order_number, &got.menu_item_id)
-            == (&self.id, self.order_number, &self.menu_item_id);
-        match same {
-            true => Ok(()),
-            false => Err(format!("asked for {}, got {got:?}", self.id)),
-        }
+    pub fn same_as(&self, got: &Order) -> Result<()> {
+        let key = |o: &Order| (o.id.clone(), o.order_number, o.menu_item_id.clone());
+        ensure!(key(self) == key(got), "asked {}, got {got:?}", self.id);
+        Ok(())
     }
 }
 
@@ -219,9 +173,38 @@ pub fn status_rank(s: &str) -> Option<usize> {
     STATUSES.iter().position(|x| *x == s)
 }
 
+/// The staff's pending list: exactly `{"orders":[Order...]}`, only
+/// pending orders, ascending by number, with every order of `ours` in it.
+pub fn check_pending(b: &[u8], ours: &HashSet<String>) -> Result<()> {
+    let list: OrderList = exact(b, "{\"orders\":[Order...]}")?;
+    let listed: HashSet<&String> = list.orders.iter().map(|o| &o.id).collect();
+    let missing = ours.iter().find(|id| !listed.contains(id));
+    ensure!(missing.is_none(), "pending order {missing:?} missing");
+    let mut prev = 0;
+    for o in list.orders {
+        let (n, o) = (o.order_number, o.check()?);
+        ensure!(
+            o.status == "pending" && n > prev,
+            "{o:?} listed after {prev}"
+        );
+        prev = n;
+    }
+    Ok(())
+}
+
 /// Exact Order shape and internal consistency.
-pub fn parse_order(b: &[u8]) -> Result<Order, String> {
+pub fn parse_order(b: &[u8]) -> Result<Order> {
     exact::<Order>(b, "an Order")?.check()
+}
+
+/// A confirm message for `room`: this client's new Order (SPEC 2.3).
+pub fn parse_confirmed(b: &[u8], room: &str) -> Result<Order> {
+    let failed = exact::<Value>(b, "JSON")? == json!({"error": "order failed"});
+    ensure!(!failed, "order failed for {room}");
+    let o = parse_order(b)?;
+    let ok = o.menu_item_id == room && o.status == "pending";
+    ensure!(ok, "not a pending {room}: {o:?}");
+    Ok(o)
 }
 
 /// A chant-meter broadcast.
@@ -232,33 +215,28 @@ pub struct Avg {
     pub count: u64,
 }
 
-pub fn parse_avg(b: &[u8]) -> Result<Avg, String> {
+pub fn parse_avg(b: &[u8]) -> Result<Avg> {
     let a: Avg = exact(b, "{\"average\":<number>,\"count\":<integer>}")?;
-    if a.count == 0 {
-        return Err(format!("count 0 in a broadcast: {}", short(b)));
-    }
+    ensure!(a.count > 0, "count 0 in a broadcast: {}", short(b));
     Ok(a)
 }
 
-/// The newest value a probe-room broadcast reflects, when the window holds
-/// consecutive integers j..=k: average = (j+k)/2, count = k-j+1, so
-/// k = average + (count-1)/2. Errors if the pair cannot come from such a run.
-pub fn probe_newest(a: &Avg) -> Result<u64, String> {
-    let twice = a.average * 2.0;
-    let (avg, n) = (a.average, a.count as i64);
-    if (twice - twice.round()).abs() > 1e-6 {
-        return Err(format!("average {avg} is not a half-integer"));
-    }
+/// The newest value a probe-room broadcast reflects. A probe sender sends
+/// 1, 2, 3, ..., so the window holds consecutive integers j..=k: average =
+/// (j+k)/2, count = k-j+1, so k = average + (count-1)/2. It must be a value
+/// sent already (`sent` of them) and not older than the `last` one seen.
+pub fn probe_newest(a: &Avg, sent: usize, last: u64) -> Result<u64> {
+    let (twice, n) = (a.average * 2.0, a.count as i64);
     let k2 = twice.round() as i64 + n - 1; // 2k
-    if k2 % 2 != 0 || k2 / 2 - n + 1 < 1 {
-        return Err(format!(
-            "average {avg} with count {n} is no run of integers >= 1"
-        ));
-    }
-    Ok((k2 / 2) as u64)
+    let half = (twice - twice.round()).abs() < 1e-6;
+    let run = half && k2 % 2 == 0 && k2 / 2 - n + 1 >= 1;
+    ensure!(run, "{a:?} is no run of integers >= 1");
+    let k = (k2 / 2) as u64;
+    ensure!(k as usize <= sent, "newest value {k}, only {sent} sent");
+    ensure!(k >= last, "newest value {k} after {last}");
+    Ok(k)
 }
 
-/// A lobby message.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Stay {
@@ -266,18 +244,33 @@ pub struct Stay {
     pub start_time: String,
 }
 
-pub fn parse_stay(b: &[u8]) -> Result<Stay, String> {
-    exact(b, "{\"stay_num\":\"<n>\",\"start_time\":\"...\"}")
+/// A lobby message: `{"stay_num":"<1..3>","start_time":"null"}` while the
+/// group fills, then once `{"stay_num":"3","start_time":"<now + 10 s>"}`,
+/// and nothing after that (`started`).
+pub fn parse_stay(b: &[u8], started: bool) -> Result<Stay> {
+    let m: Stay = exact(b, "{\"stay_num\":\"<n>\",\"start_time\":\"...\"}")?;
+    ensure!(!started, "message after start_time: {}", short(b));
+    let digits = m.stay_num.bytes().all(|b| b.is_ascii_digit());
+    let n = m.stay_num.parse().ok().filter(|_| digits).unwrap_or(0);
+    let (t, full) = (&m.start_time, m.start_time != "null");
+    let in_range = (1..=GROUP).contains(&n) && (!full || n == GROUP);
+    ensure!(in_range, "stay_num out of range: {}", short(b));
+    if full {
+        let ahead_s = parse_tokyo_rfc3339(t)? as f64 - unix_now();
+        let on_time = (ahead_s - START_DELAY_S).abs() <= 2.0;
+        ensure!(on_time, "start_time {t} is {ahead_s:.1} s ahead");
+    }
+    Ok(m)
 }
 
 /// Parse `YYYY-MM-DDTHH:MM:SS+09:00` exactly (whole seconds, Tokyo offset)
 /// into Unix seconds.
-pub fn parse_tokyo_rfc3339(s: &str) -> Result<i64, String> {
-    let t = chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%:z")
-        .ok()
-        .filter(|t| s.len() == 25 && t.offset().local_minus_utc() == 9 * 3600)
-        .ok_or_else(|| format!("{s:?} is not YYYY-MM-DDTHH:MM:SS+09:00"))?;
-    Ok(t.timestamp())
+pub fn parse_tokyo_rfc3339(s: &str) -> Result<i64> {
+    let t = chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%:z");
+    match t {
+        Ok(t) if s.len() == 25 && t.offset().local_minus_utc() == 9 * 3600 => Ok(t.timestamp()),
+        _ => bail!("{s:?} is not YYYY-MM-DDTHH:MM:SS+09:00"),
+    }
 }
 
 pub fn unix_now() -> f64 {
@@ -288,25 +281,18 @@ pub fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn order(v: &Value) -> Result<Order, String> {
-        parse_order(v.to_string().as_bytes())
-    }
 
     #[test]
     fn orders() {
         let v = json!({"id":"store-001-7","menu_item_id":"giiku-sai","menu_name":"技育祭な いちご味","status":"pending","order_number":7,
                        "created_at":"2026-07-01T09:30:00.123Z","updated_at":"2026-07-01T09:30:00.123Z"});
+        let order = |v: &Value| parse_order(v.to_string().as_bytes());
         let o = order(&v).unwrap();
         assert_eq!((o.store(), o.order_number), ("store-001", 7));
         assert!(o.same_as(&o).is_ok());
-        let untimed = json!({"created_at": null, "updated_at": null});
-        let mut ok = v.clone();
-        ok.as_object_mut()
-            .unwrap()
-            .extend(untimed.as_object().unwrap().clone());
-        assert!(order(&ok).is_ok());
+        let mut untimed = v.clone();
+        (untimed["created_at"], untimed["updated_at"]) = (Value::Null, Value::Null);
+        assert!(order(&untimed).is_ok());
         for (k, bad) in [
             ("updated_at", json!("2026-07-01T09:29:59.999Z")),
             ("created_at", json!(1782898200)),
@@ -321,24 +307,30 @@ mod tests {
             b[k] = bad;
             assert!(order(&b).is_err(), "{b}");
         }
-        let mut other = o.clone();
-        other.order_number = 8;
+        let other = Order {
+            order_number: 8,
+            ..o.clone()
+        };
         assert!(o.same_as(&other).is_err());
+        let room = |r| parse_confirmed(v.to_string().as_bytes(), r).is_ok();
+        assert!(room("giiku-sai") && !room("giiku-ten"));
+        assert!(parse_confirmed(br#"{"error":"order failed"}"#, "giiku-sai").is_err());
     }
 
     #[test]
     fn menu_and_errors() {
-        let items: Vec<Value> = MENU
-            .iter()
-            .map(|(i, n, d)| json!({"id": i, "name": n, "description": d}))
-            .collect();
-        assert!(check_menu(json!({ "menu": items }).to_string().as_bytes()).is_ok());
-        let rev: Vec<Value> = items.iter().rev().cloned().collect();
-        assert!(check_menu(json!({ "menu": rev }).to_string().as_bytes()).is_err());
-        assert!(check_menu(json!({ "menu": items, "x": 1 }).to_string().as_bytes()).is_err());
+        let items = MENU.map(|(i, n, d)| json!({"id": i, "name": n, "description": d}));
+        let menu = |v: Value| check_menu(v.to_string().as_bytes()).is_ok();
+        assert!(menu(json!({ "menu": items })));
+        let mut rev = items.clone();
+        rev.reverse();
+        assert!(!menu(json!({ "menu": rev })) && !menu(json!({ "menu": items, "x": 1 })));
         let resp = |status: u16, body: Value| {
-            let b = body.to_string();
-            let raw = format!("HTTP/1.1 {status} X\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len());
+            let (b, ct) = (body.to_string(), "Content-Type: application/json");
+            let raw = format!(
+                "HTTP/1.1 {status} X\r\nAccess-Control-Allow-Origin: *\r\n{ct}\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            );
             crate::http::parse_response(raw.as_bytes())
                 .unwrap()
                 .unwrap()
@@ -366,7 +358,6 @@ mod tests {
                 count: 4
             }
         );
-        assert!(parse_avg(br#"{"average":1,"count":1}"#).is_ok());
         for bad in [
             &br#"{"average":2.5,"count":4,"x":1}"#[..],
             br#"{"average":2.5}"#,
@@ -380,32 +371,49 @@ mod tests {
 
     #[test]
     fn probe_identification() {
-        let newest = |average, count| probe_newest(&Avg { average, count });
-        assert_eq!(newest(1.0, 1), Ok(1));
-        assert_eq!(newest(4.5, 4), Ok(6)); // 3..=6
-        assert!(newest(4.3, 4).is_err());
-        assert!(newest(4.5, 3).is_err());
-        assert!(newest(1.0, 3).is_err()); // would need 0
-                                          // every run j..=k identifies k, computed as the server does
+        let newest = |average, count| probe_newest(&Avg { average, count }, 1000, 0).ok();
+        assert_eq!((newest(1.0, 1), newest(4.5, 4)), (Some(1), Some(6))); // 1..=1, 3..=6
+        assert_eq!(
+            (newest(4.3, 4), newest(4.5, 3), newest(1.0, 3)),
+            (None, None, None)
+        );
+        // every run j..=k identifies k, computed as the server does
         for j in 1..60u64 {
             for k in j..j + 40 {
                 let n = k - j + 1;
-                let avg = (j..=k).sum::<u64>() as f64 / n as f64;
-                assert_eq!(newest(avg, n), Ok(k));
+                assert_eq!(newest((j..=k).sum::<u64>() as f64 / n as f64, n), Some(k));
             }
         }
+        let a = Avg {
+            average: 4.5,
+            count: 4,
+        };
+        assert!(probe_newest(&a, 5, 0).is_err() && probe_newest(&a, 6, 7).is_err());
     }
 
     #[test]
     fn lobby_messages() {
-        let s = parse_stay(br#"{"stay_num":"2","start_time":"null"}"#).unwrap();
-        assert_eq!(s.stay_num, "2");
-        assert!(parse_stay(br#"{"stay_num":2,"start_time":"null"}"#).is_err());
-        assert!(parse_stay(br#"{"stay_num":"2","start_time":null}"#).is_err());
-        assert_eq!(parse_tokyo_rfc3339("1970-01-01T09:00:00+09:00"), Ok(0));
+        let stay = |b: &str, started| parse_stay(b.as_bytes(), started).is_ok();
+        assert!(stay(r#"{"stay_num":"2","start_time":"null"}"#, false));
+        assert!(!stay(r#"{"stay_num":"2","start_time":"null"}"#, true));
+        assert!(!stay(r#"{"stay_num":"4","start_time":"null"}"#, false));
+        assert!(!stay(r#"{"stay_num":2,"start_time":"null"}"#, false));
+        assert!(!stay(r#"{"stay_num":"2","start_time":null}"#, false));
+        let soon = chrono::DateTime::from_timestamp(unix_now() as i64 + 10, 0).unwrap();
+        let t = soon.with_timezone(&chrono::FixedOffset::east_opt(9 * 3600).unwrap());
+        let t = t.format("%Y-%m-%dT%H:%M:%S%:z");
+        assert!(stay(
+            &format!(r#"{{"stay_num":"3","start_time":"{t}"}}"#),
+            false
+        ));
+        assert!(!stay(
+            &format!(r#"{{"stay_num":"2","start_time":"{t}"}}"#),
+            false
+        ));
+        assert_eq!(parse_tokyo_rfc3339("1970-01-01T09:00:00+09:00").unwrap(), 0);
         assert_eq!(
-            parse_tokyo_rfc3339("2025-10-25T14:03:21+09:00"),
-            Ok(1761368601)
+            parse_tokyo_rfc3339("2025-10-25T14:03:21+09:00").unwrap(),
+            1761368601
         );
         for bad in [
             "2025-10-25T14:03:21Z",

@@ -1,12 +1,12 @@
 //! The final report. It is built once, as JSON (`--json` prints it); the
 //! human text and the `--compare` table are read back from that JSON, so
-//! the three can never disagree.
+//! the three never disagree.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 use crate::stats::{Issues, Kind, Stats};
-use crate::usage::{Usage, BUSIEST_EXECUTOR_SHARE_TARGET_PCT};
+use crate::usage::{ThreadCpu, Usage, BUSIEST_EXECUTOR_SHARE_TARGET_PCT};
 
 fn num(x: f64) -> Value {
     if x.is_finite() {
@@ -26,8 +26,8 @@ fn latency(h: &Histogram<u64>) -> Value {
         }
     };
     json!({
-        "count": h.len(), "min": if h.is_empty() { 0 } else { h.min() }, "p50": q(0.5),
-        "p90": q(0.9), "p99": q(0.99), "p99_9": q(0.999), "max": h.max(), "mean": num(h.mean()),
+        "count": h.len(), "min": q(0.0), "p50": q(0.5), "p90": q(0.9), "p99": q(0.99),
+        "p99_9": q(0.999), "max": h.max(), "mean": num(h.mean()),
     })
 }
 
@@ -37,26 +37,24 @@ fn usage(u: &Usage) -> Value {
         "cpu_pct_of_one_core": num(u.pct_of_one_core(u.cpu_s())), "wall_s": u.wall_s,
         "rss_kb": u.rss_kb, "peak_rss_kb": u.peak_rss_kb,
     });
-    if !u.threads.is_empty() {
-        let thread = |t: &crate::usage::ThreadCpu| {
-            json!({
-                "name": t.name, "executor": t.executor, "threads": t.threads, "cpu_s": t.cpu_s,
-                "cpu_pct_of_one_core": num(u.pct_of_one_core(t.cpu_s)),
-                "share_of_process_cpu_pct": num(u.share_pct(t.cpu_s)),
-            })
-        };
+    let thread = |t: &ThreadCpu| {
+        json!({
+            "name": t.name, "executor": t.executor, "threads": t.threads, "cpu_s": t.cpu_s,
+            "cpu_pct_of_one_core": num(u.pct_of_one_core(t.cpu_s)),
+            "share_of_process_cpu_pct": num(u.share_pct(t.cpu_s)),
+        })
+    };
+    if let Some((busiest, share)) = u.busiest_executor() {
         v["threads"] = u.threads.iter().map(thread).collect();
-        v["busiest_executor_share_pct"] = u.busiest_executor().map_or(Value::Null, |(_, x)| num(x));
+        v["busiest_executor"] = json!(busiest.name);
+        v["busiest_executor_share_pct"] = num(share);
     }
     v
 }
 
 fn issues(i: &Issues) -> Value {
-    let list = i.get();
-    let each = list
-        .iter()
-        .map(|(k, (n, ex))| json!({"kind": k, "count": n, "examples": ex}));
-    each.collect()
+    let each = |(k, (n, ex)): (&String, &(u64, Vec<String>))| json!({"kind": k, "count": n, "examples": ex});
+    i.get().iter().map(each).collect()
 }
 
 /// Everything one server's runs measured; `pass` decides the exit code.
@@ -64,20 +62,21 @@ pub fn json(st: &Stats, scenario: &str, target: &str, max_errors: u64) -> Value 
     let wall = st.measured_s().max(1e-9);
     let mut counters = Map::new();
     for c in st.counters() {
-        let (kind, per_s) = match c.kind {
-            Kind::Rate => ("rate", num(c.reported() as f64 / wall)),
-            Kind::Gauge => ("gauge", Value::Null),
-            Kind::Total => ("total", Value::Null),
+        let kind = match c.kind {
+            Kind::Rate => "rate",
+            Kind::Gauge => "gauge",
+            Kind::Total => "total",
         };
+        let per_s = (c.kind == Kind::Rate).then(|| num(c.reported() as f64 / wall));
         let v = json!({"total": c.reported(), "per_s": per_s, "kind": kind});
         counters.insert(c.name.to_string(), v);
     }
-    let lat: Map<String, Value> = st
+    let lat: Map<_, _> = st
         .hists()
         .iter()
         .map(|(n, h)| (n.clone(), latency(h)))
         .collect();
-    let metrics: Map<String, Value> = st.metrics().into_iter().map(|(n, v)| (n, num(v))).collect();
+    let metrics: Map<_, _> = st.metrics().into_iter().map(|(n, v)| (n, num(v))).collect();
     json!({
         "scenario": scenario,
         "target": target,
@@ -98,110 +97,109 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
 fn entries(v: &Value) -> impl Iterator<Item = (&String, &Value)> {
     v.as_object().into_iter().flatten()
 }
 
+fn list(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
 fn usage_line(u: &Value) -> String {
-    format!(
-        "cpu {:.2} s user + {:.2} s sys = {:.1}% of one core over {:.1} s; RSS {:.1} MB (peak {:.1} MB)",
-        f(&u["cpu_user_s"]),
-        f(&u["cpu_sys_s"]),
-        f(&u["cpu_pct_of_one_core"]),
-        f(&u["wall_s"]),
-        f(&u["rss_kb"]) / 1024.0,
-        f(&u["peak_rss_kb"]) / 1024.0
-    )
+    let (cpu, wall) = (f(&u["cpu_pct_of_one_core"]), f(&u["wall_s"]));
+    let (user, sys) = (f(&u["cpu_user_s"]), f(&u["cpu_sys_s"]));
+    let (rss, peak) = (f(&u["rss_kb"]) / 1024.0, f(&u["peak_rss_kb"]) / 1024.0);
+    format!("cpu {user:.2} s user + {sys:.2} s sys = {cpu:.1}% of one core over {wall:.1} s; RSS {rss:.1} MB (peak {peak:.1} MB)\n")
 }
 
 /// The human report of [`json`].
 pub fn text(r: &Value) -> String {
-    let mut s = format!(
-        "== {} @ {} -- {:.1} s measured ==\n",
-        r["scenario"].as_str().unwrap_or(""),
-        r["target"].as_str().unwrap_or(""),
+    let (scenario, target) = (s(&r["scenario"]), s(&r["target"]));
+    let mut out = format!(
+        "== {scenario} @ {target} -- {:.1} s measured ==\n",
         f(&r["measured_s"])
     );
-    let names = ["counters", "latency_us", "metrics"]
-        .map(|k| entries(&r[k]).map(|(n, _)| n.chars().count()));
+    let names = ["counters", "latency_us", "metrics"].map(|k| entries(&r[k]).map(|(n, _)| n.len()));
     let w = names.into_iter().flatten().max().unwrap_or(0).max(12);
-    if entries(&r["counters"]).next().is_some() {
-        s += "counters:\n";
-    }
+    out += "counters:\n";
     for (n, c) in entries(&r["counters"]) {
-        s += &match c["kind"].as_str() {
-            Some("rate") => format!("  {n:<w$} {:>12} {:>12.1}/s\n", c["total"], f(&c["per_s"])),
-            Some("gauge") => format!("  {n:<w$} {:>12} (peak)\n", c["total"]),
-            _ => format!("  {n:<w$} {:>12}\n", c["total"]),
+        let total = c["total"].as_u64().unwrap_or(0);
+        out += &match s(&c["kind"]) {
+            "rate" => format!("  {n:<w$} {total:>12} {:>12.1}/s\n", f(&c["per_s"])),
+            "gauge" => format!("  {n:<w$} {total:>12} (peak)\n"),
+            _ => format!("  {n:<w$} {total:>12}\n"),
         };
     }
-    let lat: Vec<_> = entries(&r["latency_us"])
-        .filter(|(_, l)| l["count"] != 0)
-        .collect();
-    if !lat.is_empty() {
-        let cols = ["count", "p50", "p90", "p99", "p99.9", "max", "mean"];
-        s += &format!("{:<w2$}", "latency (ms)", w2 = w + 2);
-        s += &cols.map(|c| format!(" {c:>9}")).concat();
-        s += "\n";
-    }
-    for (n, l) in lat {
-        let ms = ["p50", "p90", "p99", "p99_9", "max", "mean"]
-            .map(|k| format!(" {:>9.3}", f(&l[k]) / 1000.0));
-        s += &format!("  {n:<w$} {:>9}{}\n", l["count"], ms.concat());
-    }
-    if entries(&r["metrics"]).next().is_some() {
-        s += "metrics:\n";
-    }
-    for (n, v) in entries(&r["metrics"]) {
-        s += &format!("  {n:<w$} {:>14.4}\n", f(v));
-    }
-    for n in r["notes"].as_array().into_iter().flatten() {
-        s += &format!("note: {}\n", n.as_str().unwrap_or(""));
-    }
-    s += &format!("harness: {}\n", usage_line(&r["harness"]));
-    if f(&r["harness"]["cpu_pct_of_one_core"]) > 85.0 && f(&r["harness"]["wall_s"]) > 2.0 {
-        s += "WARNING: the harness used most of its core; it may have been the bottleneck\n";
-    }
-    let sv = &r["server"];
-    if !sv.is_null() {
-        s += &format!("server:  {}\n", usage_line(sv));
-    }
-    for t in sv["threads"].as_array().into_iter().flatten() {
-        let name = match t["executor"].as_bool() {
-            Some(true) => format!("executor {}", t["name"].as_str().unwrap_or("")),
-            _ => format!("{} ({})", t["name"].as_str().unwrap_or(""), t["threads"]),
-        };
-        s += &format!(
-            "server {name:<22} {:>6.1}% of one core, {:>5.1}% of the server's CPU\n",
-            f(&t["cpu_pct_of_one_core"]),
-            f(&t["share_of_process_cpu_pct"])
+    let head = ["count", "p50", "p90", "p99", "p99.9", "max", "mean"].map(|c| format!(" {c:>9}"));
+    out += &format!("{:<w2$}{}\n", "latency (ms)", head.concat(), w2 = w + 2);
+    for (n, l) in entries(&r["latency_us"]).filter(|(_, l)| l["count"] != 0) {
+        let ms = ["p50", "p90", "p99", "p99_9", "max", "mean"].map(|k| f(&l[k]) / 1000.0);
+        let count = l["count"].as_u64().unwrap_or(0);
+        out += &format!(
+            "  {n:<w$} {count:>9}{}\n",
+            ms.map(|x| format!(" {x:>9.3}")).concat()
         );
     }
-    if let Some(share) = sv["busiest_executor_share_pct"].as_f64() {
-        let threads = sv["threads"].as_array().into_iter().flatten();
-        let execs = threads.filter(|t| t["executor"] == true);
-        let busiest = execs.max_by(|a, b| f(&a["cpu_s"]).total_cmp(&f(&b["cpu_s"])));
-        let name = busiest.and_then(|t| t["name"].as_str()).unwrap_or("");
-        s += &format!("server busiest executor: {name}, {share:.1}% of the server's CPU time (target <= {BUSIEST_EXECUTOR_SHARE_TARGET_PCT}%)\n");
+    out += "metrics:\n";
+    for (n, v) in entries(&r["metrics"]) {
+        out += &format!("  {n:<w$} {:>14.4}\n", f(v));
+    }
+    for n in list(&r["notes"]) {
+        out += &format!("note: {}\n", s(n));
+    }
+    let harness = &r["harness"];
+    out += &format!("harness: {}", usage_line(harness));
+    if f(&harness["cpu_pct_of_one_core"]) > 85.0 && f(&harness["wall_s"]) > 2.0 {
+        out += "WARNING: the harness used most of its core; it may have been the bottleneck\n";
+    }
+    let server = &r["server"];
+    if !server.is_null() {
+        out += &format!("server:  {}", usage_line(server));
+    }
+    for t in list(&server["threads"]) {
+        let name = match t["executor"] == true {
+            true => format!("executor {}", s(&t["name"])),
+            false => format!("{} ({})", s(&t["name"]), t["threads"]),
+        };
+        let (cpu, share) = (
+            f(&t["cpu_pct_of_one_core"]),
+            f(&t["share_of_process_cpu_pct"]),
+        );
+        out += &format!(
+            "server {name:<22} {cpu:>6.1}% of one core, {share:>5.1}% of the server's CPU\n"
+        );
+    }
+    if let Some(share) = server["busiest_executor_share_pct"].as_f64() {
+        let (name, target) = (
+            s(&server["busiest_executor"]),
+            BUSIEST_EXECUTOR_SHARE_TARGET_PCT,
+        );
+        out += &format!("server busiest executor: {name}, {share:.1}% of the server's CPU time (target <= {target}%)\n");
     }
     for (title, key) in [("VIOLATIONS", "violations"), ("transport errors", "errors")] {
-        let list = r[key].as_array().cloned().unwrap_or_default();
-        match list
-            .iter()
+        let total: u64 = list(&r[key])
             .map(|i| i["count"].as_u64().unwrap_or(0))
-            .sum::<u64>()
-        {
-            0 => s += &format!("{title}: none\n"),
-            total => s += &format!("{title}: {total}\n"),
-        }
-        for i in &list {
-            s += &format!("  [{}x] {}\n", i["count"], i["kind"].as_str().unwrap_or(""));
-            for e in i["examples"].as_array().into_iter().flatten() {
-                s += &format!("      e.g. {}\n", e.as_str().unwrap_or(""));
+            .sum();
+        out += &format!(
+            "{title}: {}\n",
+            if total == 0 {
+                "none".into()
+            } else {
+                total.to_string()
             }
+        );
+        for i in list(&r[key]) {
+            out += &format!("  [{}x] {}\n", i["count"], s(&i["kind"]));
+            out += &list(&i["examples"])
+                .map(|e| format!("      e.g. {}\n", s(e)))
+                .collect::<String>();
         }
     }
-    s + if r["pass"] == true {
+    out + if r["pass"] == true {
         "RESULT: PASS\n"
     } else {
         "RESULT: FAIL\n"
@@ -210,7 +208,7 @@ pub fn text(r: &Value) -> String {
 
 /// The numbers an A/B comparison puts side by side: (name, value,
 /// higher is better).
-pub fn key_numbers(r: &Value) -> Vec<(String, f64, bool)> {
+fn key_numbers(r: &Value) -> Vec<(String, f64, bool)> {
     let mut v = Vec::new();
     for (n, c) in entries(&r["counters"]).filter(|(_, c)| c["kind"] == "rate") {
         v.push((format!("{n} /s"), f(&c["per_s"]), true));
@@ -221,74 +219,62 @@ pub fn key_numbers(r: &Value) -> Vec<(String, f64, bool)> {
         }
     }
     v.extend(entries(&r["metrics"]).map(|(n, x)| (n.clone(), f(x), true)));
-    let s = &r["server"];
-    if !s.is_null() {
-        v.push(("server cpu %".into(), f(&s["cpu_pct_of_one_core"]), false));
+    let server = &r["server"];
+    if !server.is_null() {
+        v.push((
+            "server cpu %".into(),
+            f(&server["cpu_pct_of_one_core"]),
+            false,
+        ));
         v.push((
             "server peak RSS MB".into(),
-            f(&s["peak_rss_kb"]) / 1024.0,
+            f(&server["peak_rss_kb"]) / 1024.0,
             false,
         ));
     }
-    for t in s["threads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|t| t["executor"] == true)
-    {
-        let name = t["name"].as_str().unwrap_or("");
-        v.push((
-            format!("server {name} cpu %"),
-            f(&t["cpu_pct_of_one_core"]),
-            false,
-        ));
+    for t in list(&server["threads"]).filter(|t| t["executor"] == true) {
+        let cpu = f(&t["cpu_pct_of_one_core"]);
+        v.push((format!("server {} cpu %", s(&t["name"])), cpu, false));
     }
-    if let Some(x) = s["busiest_executor_share_pct"].as_f64() {
+    if let Some(x) = server["busiest_executor_share_pct"].as_f64() {
         v.push(("server busiest executor share %".into(), x, false));
     }
     v
 }
 
-/// (name, A, B, higher is better) for the numbers both runs have.
-fn pairs(a: &Value, b: &Value) -> Vec<(String, f64, f64, bool)> {
-    let kb = key_numbers(b);
-    let in_b = |n: &str| kb.iter().find(|(m, _, _)| m == n).map(|x| x.1);
-    let both = key_numbers(a)
-        .into_iter()
-        .filter_map(|(n, va, hib)| Some((in_b(&n)?, n, va, hib)));
-    both.map(|(vb, n, va, hib)| (n, va, vb, hib)).collect()
-}
-
-pub fn compare_text(a: &Value, b: &Value) -> String {
-    let mut s = format!(
-        "== compare {}: A = {}  B = {} ==\n{:<40} {:>14} {:>14} {:>8}\n",
-        a["scenario"].as_str().unwrap_or(""),
-        a["target"].as_str().unwrap_or(""),
-        b["target"].as_str().unwrap_or(""),
-        "metric",
-        "A",
-        "B",
-        "B/A"
-    );
-    for (n, va, vb, _) in pairs(a, b) {
-        let ratio = if va == 0.0 {
-            "-".into()
-        } else {
-            format!("{:.3}", vb / va)
-        };
-        s += &format!("{n:<40} {va:>14.3} {vb:>14.3} {ratio:>8}\n");
-    }
-    s
-}
-
+/// A and B side by side: `{"compare": {"a", "b", "ratios"}}`, where ratios
+/// holds a, b, b/a and which way is better for every number both have.
 pub fn compare_json(a: &Value, b: &Value) -> Value {
+    let kb = key_numbers(b);
     let mut ratios = Map::new();
-    for (n, va, vb, hib) in pairs(a, b) {
-        let ratio = if va == 0.0 { Value::Null } else { num(vb / va) };
-        let v = json!({"a": num(va), "b": num(vb), "b_over_a": ratio, "higher_is_better": hib});
-        ratios.insert(n, v);
+    for (n, va, hib) in key_numbers(a) {
+        if let Some((_, vb, _)) = kb.iter().find(|(m, _, _)| *m == n) {
+            let ratio = if va == 0.0 { Value::Null } else { num(vb / va) };
+            let v =
+                json!({"a": num(va), "b": num(*vb), "b_over_a": ratio, "higher_is_better": hib});
+            ratios.insert(n, v);
+        }
     }
     json!({"compare": {"a": a, "b": b, "ratios": ratios}})
+}
+
+/// The table of [`compare_json`].
+pub fn compare_text(c: &Value) -> String {
+    let (a, b) = (&c["compare"]["a"], &c["compare"]["b"]);
+    let (scenario, ta, tb) = (s(&a["scenario"]), s(&a["target"]), s(&b["target"]));
+    let mut out = format!("== compare {scenario}: A = {ta}  B = {tb} ==\n");
+    out += &format!("{:<40} {:>14} {:>14} {:>8}\n", "metric", "A", "B", "B/A");
+    for (n, x) in entries(&c["compare"]["ratios"]) {
+        let ratio = x["b_over_a"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{r:.3}"));
+        out += &format!(
+            "{n:<40} {:>14.3} {:>14.3} {ratio:>8}\n",
+            f(&x["a"]),
+            f(&x["b"])
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -296,25 +282,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::usage::ThreadCpu;
 
-    fn sample() -> Value {
-        let s = Stats::default();
-        s.counter("sent", Kind::Rate).add(1000);
-        s.counter("open", Kind::Gauge).add(7);
-        let h = s.hist("fanout");
-        for v in 1..=1000u64 {
-            h.record(Duration::from_micros(v * 10)); // 10 us .. 10 ms uniformly
-        }
-        s.metric("delivery_ratio", 0.25);
-        s.violation("bad <shape>", || "got {\"x\":1}".into());
+    #[test]
+    fn json_text_and_comparison() {
+        let st = Stats::default();
+        (0..1000).for_each(|_| st.counter("sent", Kind::Rate).inc());
+        let fanout = st.hist("fanout");
+        (1..=1000u64).for_each(|v| fanout.record(Duration::from_micros(v * 10)));
+        st.metric("delivery_ratio", 0.25);
+        st.violation("bad <shape>", || "got {\"x\":1}".into());
         let thread = |name: &str, executor, threads, cpu_s| ThreadCpu {
             name: name.into(),
             executor,
             threads,
             cpu_s,
         };
-        *s.server.borrow_mut() = Some(Usage {
+        *st.server.borrow_mut() = Some(Usage {
             cpu_user_s: 3.0,
             cpu_sys_s: 2.0,
             wall_s: 10.0,
@@ -325,66 +308,47 @@ mod tests {
             ],
             ..Usage::default()
         });
-        let mut r = json(&s, "meter", "http://127.0.0.1:8080", 0);
-        r["measured_s"] = json!(10.0);
-        r["counters"]["sent"]["per_s"] = json!(100.0);
-        r
-    }
-
-    #[test]
-    fn json_report() {
-        let v = sample();
+        let mut v = json(&st, "meter", "http://127.0.0.1:8080", 0);
+        v["measured_s"] = json!(10.0);
+        v["counters"]["sent"]["per_s"] = json!(100.0);
         assert_eq!(
-            (v["scenario"].as_str(), v["pass"].as_bool()),
-            (Some("meter"), Some(false))
+            (v["pass"].as_bool(), &v["counters"]["sent"]["total"]),
+            (Some(false), &json!(1000))
         );
-        assert_eq!(v["counters"]["sent"]["total"], 1000);
-        assert_eq!(v["counters"]["open"]["kind"], "gauge");
-        let fanout = &v["latency_us"]["fanout"];
-        assert_eq!(fanout["count"], 1000);
-        assert!(
-            (4990..=5010).contains(&fanout["p50"].as_u64().unwrap()),
-            "{fanout}"
+        let p = |k: &str| v["latency_us"]["fanout"][k].as_u64().unwrap();
+        assert!((4990..=5010).contains(&p("p50")) && (9890..=9910).contains(&p("p99")));
+        assert_eq!(
+            (p("count"), &v["metrics"]["delivery_ratio"]),
+            (1000, &json!(0.25))
         );
-        assert!(
-            (9890..=9910).contains(&fanout["p99"].as_u64().unwrap()),
-            "{fanout}"
-        );
-        assert_eq!(v["metrics"]["delivery_ratio"], 0.25);
-        assert_eq!(v["violations"][0]["kind"], "bad <shape>");
         let threads = &v["server"]["threads"];
         assert_eq!(
-            (
-                threads[0]["name"].as_str(),
-                threads[0]["executor"].as_bool()
-            ),
-            (Some("kakigori-1"), Some(true))
+            (&threads[0]["name"], &threads[0]["executor"]),
+            (&json!("kakigori-1"), &json!(true))
         );
-        assert_eq!(threads[0]["cpu_pct_of_one_core"], 35.0);
-        assert_eq!(threads[0]["share_of_process_cpu_pct"], 70.0);
-        assert_eq!(threads[2]["threads"], 17);
-        assert_eq!(v["server"]["busiest_executor_share_pct"], 70.0);
-        assert!(v["harness"].get("threads").is_none());
-        let c = compare_json(&v, &v);
-        assert_eq!(c["compare"]["ratios"]["sent /s"]["b_over_a"], 1.0);
-        let busiest = &c["compare"]["ratios"]["server busiest executor share %"];
         assert_eq!(
-            (busiest["a"].as_f64(), busiest["higher_is_better"].as_bool()),
-            (Some(70.0), Some(false))
+            (
+                f(&threads[0]["cpu_pct_of_one_core"]),
+                f(&threads[0]["share_of_process_cpu_pct"])
+            ),
+            (35.0, 70.0)
         );
-        assert_eq!(c["compare"]["ratios"]["server kakigori-2 cpu %"]["b"], 12.5);
-        assert!(compare_text(&v, &v).contains("fanout p99 ms"));
-    }
-
-    #[test]
-    fn text_report() {
-        let t = text(&sample());
+        assert_eq!(
+            (
+                &threads[2]["threads"],
+                f(&v["server"]["busiest_executor_share_pct"])
+            ),
+            (&json!(17), 70.0)
+        );
+        assert!(v["harness"].get("threads").is_none());
+        let t = text(&v);
         for want in [
             "== meter @ http://127.0.0.1:8080 -- 10.0 s",
             "100.0/s",
             "  fanout ",
             "VIOLATIONS: 1",
-            "RESULT: FAIL",
+            "e.g. got",
+            "FAIL",
         ] {
             assert!(t.contains(want), "{want}: {t}");
         }
@@ -398,5 +362,20 @@ mod tests {
                 "server busiest executor: kakigori-1, 70.0% of the server's CPU time (target <= 65%)",
             ]
         );
+        let c = compare_json(&v, &v);
+        let ratios = &c["compare"]["ratios"];
+        assert_eq!(
+            (
+                f(&ratios["sent /s"]["b_over_a"]),
+                f(&ratios["server kakigori-2 cpu %"]["b"])
+            ),
+            (1.0, 12.5)
+        );
+        let busiest = &ratios["server busiest executor share %"];
+        assert_eq!(
+            (f(&busiest["a"]), &busiest["higher_is_better"]),
+            (70.0, &json!(false))
+        );
+        assert!(compare_text(&c).contains("fanout p99 ms"));
     }
 }

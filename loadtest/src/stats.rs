@@ -2,11 +2,12 @@
 //! derived metrics, notes, problems grouped by kind, and the CPU use of the
 //! harness and the server. One `Stats` per server lives across the
 //! --compare rounds, so rounds add up by themselves. Everything runs on one
-//! executor: `Cell` and `RefCell`, and handles (`Rc<Counter>`, `Rc<Hist>`)
-//! taken once so the hot path never looks a name up.
+//! executor: `Cell` and `RefCell`. Counters and histograms are found by
+//! name; the meter's hot path keeps the `Rc` handles instead.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::io::{IsTerminal, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -36,11 +37,7 @@ pub struct Counter {
 
 impl Counter {
     pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.v.set(self.v.get() + n);
+        self.v.set(self.v.get() + 1);
         self.peak.set(self.peak.get().max(self.v.get()));
     }
 
@@ -54,9 +51,10 @@ impl Counter {
 
     /// What the report shows: the peak of a gauge, the total of the others.
     pub fn reported(&self) -> u64 {
-        match self.kind {
-            Kind::Gauge => self.peak.get(),
-            _ => self.v.get(),
+        if self.kind == Kind::Gauge {
+            self.peak.get()
+        } else {
+            self.v.get()
         }
     }
 }
@@ -91,7 +89,7 @@ const EXAMPLES: usize = 3;
 pub struct Issues(RefCell<BTreeMap<String, (u64, Vec<String>)>>);
 
 impl Issues {
-    pub fn add(&self, kind: &str, detail: impl FnOnce() -> String) {
+    fn add(&self, kind: &str, detail: impl FnOnce() -> String) {
         let mut m = self.0.borrow_mut();
         let (n, examples) = m.entry(kind.to_string()).or_default();
         *n += 1;
@@ -134,14 +132,14 @@ impl Stats {
         if let Some(c) = cs.iter().find(|c| c.name == name) {
             return c.clone();
         }
-        let c = Rc::new(Counter {
+        let (v, peak) = Default::default();
+        cs.push(Rc::new(Counter {
             name,
             kind,
-            v: Cell::new(0),
-            peak: Cell::new(0),
-        });
-        cs.push(c.clone());
-        c
+            v,
+            peak,
+        }));
+        cs[cs.len() - 1].clone()
     }
 
     /// The latency histogram `name`, the same one in every round.
@@ -150,9 +148,8 @@ impl Stats {
         if let Some((_, h)) = hs.iter().find(|(n, _)| n == name) {
             return h.clone();
         }
-        let h = Rc::new(Hist(RefCell::new(new_hist())));
-        hs.push((name.to_string(), h.clone()));
-        h
+        hs.push((name.to_string(), Rc::new(Hist(RefCell::new(new_hist())))));
+        hs[hs.len() - 1].1.clone()
     }
 
     pub fn counters(&self) -> Vec<Rc<Counter>> {
@@ -174,19 +171,22 @@ impl Stats {
         self.errors.add(kind, detail);
     }
 
-    /// Record why `what` failed at `at` (a path, a room).
-    pub fn fail(&self, what: &str, at: &str, f: Fail) {
+    /// Record why `what` failed at `at` (a path, a room). Always `None`,
+    /// for a caller that gives up.
+    pub fn fail(&self, what: &str, at: &str, f: Fail) -> Option<()> {
         let kind = format!("{what}: {}", f.kind);
-        let detail = || format!("{at}: {}", f.detail);
-        match f.violation {
-            true => self.violation(&kind, detail),
-            false => self.error(&kind, detail),
-        }
+        let issues = if f.violation {
+            &self.violations
+        } else {
+            &self.errors
+        };
+        issues.add(&kind, || format!("{at}: {}", f.detail));
+        None
     }
 
     /// A check's result; a failure is a violation named `what`.
-    pub fn check<T>(&self, what: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|e| self.violation(what, || e)).ok()
+    pub fn check<T, E: Display>(&self, what: &str, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.violation(what, || e.to_string())).ok()
     }
 
     pub fn metric(&self, name: &str, v: f64) {
@@ -231,9 +231,8 @@ impl Stats {
 /// counter's rate or level, and the problems so far.
 pub fn spawn_progress(stats: Rc<Stats>, label: &'static str, total_s: f64) -> glommio::Task<()> {
     glommio::spawn_local(async move {
-        let tty = std::io::stderr().is_terminal();
-        let start = Instant::now();
-        let mut prev: Vec<u64> = stats.counters().iter().map(|c| c.get()).collect();
+        let (tty, start) = (std::io::stderr().is_terminal(), Instant::now());
+        let mut prev: Vec<u64> = Vec::new();
         for tick in 1u64.. {
             crate::net::sleep_until(start + Duration::from_secs(tick)).await;
             let mut line = format!("[{label} {tick:>4}s/{total_s:.0}s]");
@@ -249,11 +248,8 @@ pub fn spawn_progress(stats: Rc<Stats>, label: &'static str, total_s: f64) -> gl
             let (e, v) = (stats.errors.total(), stats.violations.total());
             line += &format!(" | err {e} viol {v}");
             prev = cs.iter().map(|c| c.get()).collect();
-            let mut err = std::io::stderr().lock();
-            let _ = match tty {
-                true => write!(err, "\r\x1b[K{line}"),
-                false => writeln!(err, "{line}"),
-            };
+            let end = if tty { "\r\x1b[K" } else { "\n" };
+            let _ = write!(std::io::stderr().lock(), "{line}{end}");
         }
     })
 }
@@ -274,15 +270,15 @@ mod tests {
             "/x",
             Fail::violation("malformed HTTP response", "garbage"),
         );
-        assert_eq!(s.check("c", Err::<(), _>("bad".into())), None);
+        assert_eq!(s.check("c", Err::<(), _>("bad")), None);
         assert_eq!(s.check("c", Ok::<_, String>(5)), Some(5));
         let v = s.violations.get();
-        assert_eq!(v.len(), 3);
         assert_eq!(
             v["shape"],
             (10, vec!["ex0".into(), "ex1".into(), "ex2".into()])
         );
         assert_eq!(v["GET menu: malformed HTTP response"].1, ["/x: garbage"]);
+        assert_eq!(v["c"], (1, vec!["bad".into()]));
         assert_eq!(s.errors.get()["GET menu: timeout"].0, 1);
         assert_eq!((s.violations.total(), s.errors.total()), (12, 1));
     }
@@ -293,7 +289,7 @@ mod tests {
     fn rounds_add_up() {
         let s = Stats::default();
         for (sent, open, ratio) in [(10, 3, 0.25), (30, 2, 0.75)] {
-            s.counter("sent", Kind::Rate).add(sent);
+            (0..sent).for_each(|_| s.counter("sent", Kind::Rate).inc());
             let g = s.counter("open", Kind::Gauge);
             (0..open).for_each(|_| g.inc());
             (0..open).for_each(|_| g.dec());
@@ -301,8 +297,8 @@ mod tests {
             s.metric("ratio", ratio);
         }
         let cs = s.counters();
-        assert_eq!((cs.len(), cs[0].reported(), cs[1].reported()), (2, 40, 3));
-        assert_eq!(cs[1].get(), 0);
+        let shown: Vec<_> = cs.iter().map(|c| (c.name, c.reported(), c.get())).collect();
+        assert_eq!(shown, [("sent", 40, 40), ("open", 3, 0)]);
         assert_eq!(s.hists()[0].1.len(), 2);
         assert_eq!(s.metrics(), [("ratio".to_string(), 0.5)]);
     }

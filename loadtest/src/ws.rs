@@ -39,14 +39,15 @@ pub async fn connect(
         "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         target.host
     );
-    let mut http = HttpConn::connect(target, src, timeout).await?;
+    let mut http = HttpConn::new(target, src, timeout);
     http.send(req.as_bytes()).await?;
     let resp = http.read_response().await?;
     if resp.status != 101 {
         return Ok(Err(resp));
     }
     check_upgrade(&resp, &key).map_err(|e| Fail::violation("bad handshake", e))?;
-    let (s, early_frames) = http.into_parts();
+    let closed = || Fail::violation("bad handshake", "Connection: close on a 101");
+    let (s, early_frames) = http.into_parts().ok_or_else(closed)?;
     // awaited messages have their own deadlines; writes keep the timeout
     s.set_read_timeout(None)?;
     let config = WebSocketConfig::default()

@@ -1,7 +1,5 @@
 //! `confirm`: batches on /ws/confirm?room=<menu id> (SPEC 2.3).
 
-use std::cell::RefCell;
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +8,7 @@ use futures_lite::{future, StreamExt};
 use crate::ctx::{Ctx, TIMEOUT};
 use crate::net::sleep;
 use crate::proto::{self, Order, MENU};
-use crate::stats::{Counter, Hist, Kind};
+use crate::stats::Kind;
 use crate::ws::{Message, Ws};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -30,83 +28,51 @@ pub struct Args {
     pub double_ready: bool,
 }
 
-/// What confirming clients record, shared with `festival`.
-pub struct Confirms {
-    pub orders: Rc<Counter>,
-    pub h_order: Rc<Hist>,
-    /// Every order id received this run.
-    pub ids: RefCell<HashSet<String>>,
-}
+pub const READY: &str = r#"{"status":"ready"}"#;
 
-impl Confirms {
-    /// Wait for this client's Order on `room` and the close 1000 that
-    /// follows; `t_ready` is when the batch's last ready was sent.
-    pub async fn await_order(
-        &self,
-        ctx: &Ctx,
-        ws: &mut Ws,
-        room: &str,
-        t_ready: Instant,
-    ) -> Option<Order> {
-        let st = &ctx.stats;
-        let mut order: Option<Order> = None;
-        let on_text = |text: &str| {
-            if order.is_some() {
-                st.violation("confirm: more than one message per client", || text.into());
-                return false;
-            }
-            let failed = serde_json::json!({"error": "order failed"});
-            if serde_json::from_str::<serde_json::Value>(text).ok() == Some(failed) {
-                st.violation("confirm: server answered order failed", || room.into());
-                return false;
-            }
-            let Some(o) = st.check("confirm: order shape", proto::parse_order(text.as_bytes()))
-            else {
-                return false;
-            };
-            self.h_order.since(t_ready);
-            self.orders.inc();
-            if o.menu_item_id != room || o.status != "pending" {
-                st.violation("confirm: not a pending order of the room's item", || {
-                    format!("room {room}: {text}")
-                });
-            }
-            if !self.ids.borrow_mut().insert(o.id.clone()) {
-                st.violation("confirm: the same order sent to two clients", || {
-                    o.id.clone()
-                });
-            }
-            order = Some(o);
-            true
+/// One client (of `confirm` and `festival`) after its ready: wait for its
+/// Order on `room` and the close 1000 that follows; `t_ready` is when the
+/// batch's last ready went out.
+pub async fn await_order(ctx: &Ctx, ws: &mut Ws, room: &str, t_ready: Instant) -> Option<Order> {
+    let st = &ctx.stats;
+    let mut order: Option<Order> = None;
+    let on_text = |text: &str| {
+        if order.is_some() {
+            st.violation("confirm: more than one message per client", || text.into());
+            return false;
+        }
+        let Some(o) = st.check(
+            "confirm: order",
+            proto::parse_confirmed(text.as_bytes(), room),
+        ) else {
+            return false;
         };
-        ctx.await_then_close(("confirm", room), ws, "order", TIMEOUT, on_text)
-            .await;
-        order
-    }
+        st.hist("last ready -> order").since(t_ready);
+        st.counter("orders", Kind::Rate).inc();
+        if !ctx.new_order(&o) {
+            st.violation("confirm: the same order sent twice", || o.id.clone());
+        }
+        order = Some(o);
+        true
+    };
+    ctx.await_then_close(("confirm", room), ws, "order", TIMEOUT, on_text)
+        .await;
+    order
 }
 
 pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
-    let st = &ctx.stats;
     let bogus = format!("{}-not-a-menu-item", ctx.run_id);
     let refused = format!("menu item not found: {bogus}");
-    ctx.expect_ws_refused(&format!("/ws/confirm?room={bogus}"), 400, &refused)
-        .await;
+    let confirm = format!("/ws/confirm?room={bogus}");
+    ctx.expect_ws_refused(&confirm, 400, &refused).await;
     ctx.expect_ws_refused("/ws/confirm", 400, "room is required")
         .await;
     ctx.expect_ws_refused("/ws?room=", 400, "room is required")
         .await;
-    let cs = Rc::new(Confirms {
-        orders: st.counter("orders", Kind::Rate),
-        h_order: st.hist("last ready -> order"),
-        ids: RefCell::default(),
-    });
-    st.counter("batches", Kind::Rate);
-    st.hist("batch total (connect..all orders)");
-    st.hist("verify GET order");
-    st.start_window();
+    ctx.stats.start_window();
     let deadline = Instant::now() + ctx.duration;
     let workers: Vec<_> = (0..cfg.concurrency)
-        .map(|w| glommio::spawn_local(worker(ctx.clone(), cfg.clone(), cs.clone(), w, deadline)))
+        .map(|w| glommio::spawn_local(worker(ctx.clone(), cfg.clone(), w, deadline)))
         .collect();
     for w in workers {
         w.await;
@@ -114,55 +80,43 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
 }
 
 /// Batch after batch until `deadline`, rotating over the menu ids.
-async fn worker(ctx: Rc<Ctx>, cfg: Rc<Args>, cs: Rc<Confirms>, w: usize, deadline: Instant) {
+async fn worker(ctx: Rc<Ctx>, cfg: Rc<Args>, w: usize, deadline: Instant) {
     let st = &ctx.stats;
     let mut http = ctx.http();
-    for k in 0.. {
+    for k in w.. {
         if Instant::now() >= deadline {
             break;
         }
-        let room = MENU[(w + k) % MENU.len()].0;
+        let room = MENU[k % MENU.len()].0;
         let path = format!("/ws/confirm?room={room}");
         let t0 = Instant::now();
         let mut conns = Vec::with_capacity(cfg.batch);
         for _ in 0..cfg.batch {
             conns.extend(ctx.ws("confirm connect", &path, 512).await);
         }
-        if conns.is_empty() {
-            sleep(Duration::from_millis(100)).await;
-            continue;
-        }
         let n = conns.len();
-        let mut sent = true;
         for (i, c) in conns.iter_mut().enumerate() {
-            if i == n - 1 && cfg.hold_ms > 0 && n > 1 {
+            if i + 1 == n && n > 1 && cfg.hold_ms > 0 {
                 // the server orders for the whole batch at once, so an early
                 // order would reach this client, not ready yet, too
                 sleep(Duration::from_millis(cfg.hold_ms)).await;
                 if let Some(Some(Ok(Message::Text(t)))) = future::poll_once(c.next()).await {
-                    st.violation("confirm: order before every client was ready", || {
-                        t.to_string()
-                    });
+                    let kind = "confirm: order before every client was ready";
+                    st.violation(kind, || t.to_string());
                 }
             }
             for _ in 0..1 + usize::from(cfg.double_ready) {
-                if let Err(e) = c.send(Message::text(r#"{"status":"ready"}"#)).await {
+                if let Err(e) = c.send(Message::text(READY)).await {
                     st.fail("confirm send ready", room, e.into());
-                    sent = false;
                 }
             }
-        }
-        if !sent {
-            continue;
         }
         let t_ready = Instant::now();
         let waits: Vec<_> = conns
             .into_iter()
             .map(|mut c| {
-                let (ctx, cs) = (ctx.clone(), cs.clone());
-                glommio::spawn_local(
-                    async move { cs.await_order(&ctx, &mut c, room, t_ready).await },
-                )
+                let ctx = ctx.clone();
+                glommio::spawn_local(async move { await_order(&ctx, &mut c, room, t_ready).await })
             })
             .collect();
         let mut orders = Vec::with_capacity(n);
@@ -174,12 +128,15 @@ async fn worker(ctx: Rc<Ctx>, cfg: Rc<Args>, cs: Rc<Confirms>, w: usize, deadlin
         for o in orders {
             let t = Instant::now();
             if ctx
-                .fetch_order(&mut http, "confirm: GET of a confirmed order", &o)
+                .fetch_order(&mut http, "confirm: GET order", &o)
                 .await
                 .is_some()
             {
                 st.hist("verify GET order").since(t);
             }
+        }
+        if n == 0 {
+            sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -17,7 +17,7 @@ use rand::Rng;
 use crate::cli::{non_negative, percent};
 use crate::ctx::Ctx;
 use crate::net::sleep_until;
-use crate::proto::{self, Avg};
+use crate::proto;
 use crate::stats::{Counter, Hist, Kind};
 use crate::ws::{self, Error, Message, Ws};
 
@@ -59,10 +59,10 @@ const PROBE_HZ: f64 = 5.0;
 const GRACE: Duration = Duration::from_millis(600);
 
 const JUNK: [&str; 4] = [
-    "{\"value\":0}",
-    "{\"value\":\"loud\"}",
-    "not json at all",
-    "{\"volume\":5}",
+    r#"{"value":0}"#,
+    r#"{"value":"x"}"#,
+    "not json",
+    r#"{"v":5}"#,
 ];
 
 impl Args {
@@ -71,16 +71,17 @@ impl Args {
     }
 
     pub fn check(&self) -> Result<(), String> {
-        if self.senders() > self.clients {
-            return Err("--senders cannot exceed --clients".into());
+        let hz_ok = self.rooms == 0 || self.senders() == 0 || (self.hz > 0.0 && self.hz <= 1e3);
+        match (
+            self.senders() <= self.clients,
+            self.rooms + self.probe_rooms > 0,
+            hz_ok,
+        ) {
+            (false, _, _) => Err("--senders cannot exceed --clients".into()),
+            (_, false, _) => Err("need a room (--rooms or --probe-rooms)".into()),
+            (_, _, false) => Err("--hz must be in (0, 1000]".into()),
+            _ => Ok(()),
         }
-        if self.rooms + self.probe_rooms == 0 {
-            return Err("need at least one room (--rooms or --probe-rooms)".into());
-        }
-        if self.rooms > 0 && self.senders() > 0 && !(self.hz > 0.0 && self.hz <= 1000.0) {
-            return Err("--hz must be in (0, 1000]".into());
-        }
-        Ok(())
     }
 }
 
@@ -97,21 +98,12 @@ struct Room {
     sent: RefCell<Vec<Instant>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Role {
-    Sender,
-    Listener,
-    Probe,
-}
-
 struct Shared {
     ctx: Rc<Ctx>,
     cfg: Rc<Args>,
-    open: Rc<Counter>,
     sent: Rc<Counter>,
     recv: Rc<Counter>,
     junk: Rc<Counter>,
-    closed_ok: Rc<Counter>,
     h_fanout: Rc<Hist>,
     h_echo: Rc<Hist>,
     /// Probe values a broadcast skipped over, this round.
@@ -122,32 +114,31 @@ struct Shared {
 }
 
 pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
-    let st = ctx.stats.clone();
-    let room = |name: String, probe: bool, senders: usize, hz: f64| Room {
-        name,
-        probe,
-        senders,
-        hz,
-        frames: Cell::new(0),
-        values: Cell::new(0),
-        sent: RefCell::new(Vec::new()),
-    };
-    let load =
-        (0..cfg.rooms).map(|i| room(format!("{}-m{i}", ctx.run_id), false, cfg.senders(), cfg.hz));
-    let probe =
-        (0..cfg.probe_rooms).map(|i| room(format!("{}-p{i}", ctx.run_id), true, 1, PROBE_HZ));
-    let rooms: Vec<Rc<Room>> = load.chain(probe).map(Rc::new).collect();
-    let members: Vec<(Rc<Room>, Role)> = rooms
-        .iter()
-        .flat_map(|r| (0..cfg.clients).map(move |i| (r.clone(), i)))
-        .map(|(r, i)| {
-            let role = match (r.probe, i) {
-                (true, 0) => Role::Probe,
-                (false, i) if i < r.senders => Role::Sender,
-                _ => Role::Listener,
-            };
-            (r, role)
+    let st = &ctx.stats;
+    let room = |name: String, probe: bool| {
+        let (senders, hz) = if probe {
+            (1, PROBE_HZ)
+        } else {
+            (cfg.senders(), cfg.hz)
+        };
+        let (frames, values, sent) = Default::default();
+        Rc::new(Room {
+            name,
+            probe,
+            senders,
+            hz,
+            frames,
+            values,
+            sent,
         })
+    };
+    let load = (0..cfg.rooms).map(|i| room(format!("{}-m{i}", ctx.run_id), false));
+    let probe = (0..cfg.probe_rooms).map(|i| room(format!("{}-p{i}", ctx.run_id), true));
+    let rooms: Vec<Rc<Room>> = load.chain(probe).collect();
+    // (room, sends): a probe room's first client sends, a load room's first S
+    let members: Vec<_> = rooms
+        .iter()
+        .flat_map(|r| (0..cfg.clients).map(move |i| (r, i < r.senders)))
         .collect();
     // ramp-up, not measured
     let paths = members
@@ -155,15 +146,12 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         .map(|(r, _)| format!("/ws?room={}", r.name))
         .collect();
     let conns = ctx.ramp("meter connect", paths, 2048).await;
-
     st.start_window();
     let start = Instant::now();
     let sh = Rc::new(Shared {
-        open: st.counter("open", Kind::Gauge),
         sent: st.counter("sent", Kind::Rate),
         recv: st.counter("recv", Kind::Rate),
         junk: st.counter("junk_sent", Kind::Total),
-        closed_ok: st.counter("close_handshakes_ok", Kind::Total),
         h_fanout: st.hist("probe_fanout"),
         h_echo: st.hist("probe_sender_echo"),
         conflated: Cell::new(0),
@@ -172,23 +160,32 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
+    st.counter("close_handshakes_ok", Kind::Total);
     let mut rng = ctx.rng();
-    let mut tasks = Vec::with_capacity(conns.len());
-    for ((room, role), ws) in members.into_iter().zip(conns) {
-        let Some(ws) = ws else { continue };
-        let first_send = match role {
-            Role::Sender => start + Duration::from_secs_f64(rng.gen_range(0.0..1.0) / room.hz),
-            Role::Probe => start,
-            Role::Listener => sh.stop_at,
-        };
-        let c = Conn {
-            sh: sh.clone(),
-            room,
-            role,
-            last_seen: 0,
-        };
-        tasks.push(glommio::spawn_local(c.run(ws, first_send)));
-    }
+    let tasks: Vec<_> = members
+        .into_iter()
+        .zip(conns)
+        .filter_map(|((room, sends), ws)| {
+            // load-room senders start at a random phase of their period
+            let phase = if room.probe {
+                0.0
+            } else {
+                rng.gen::<f64>() / room.hz
+            };
+            let first_send = match sends {
+                true => start + Duration::from_secs_f64(phase),
+                false => sh.stop_at,
+            };
+            let (sh, room) = (sh.clone(), room.clone());
+            let c = Conn {
+                sh,
+                room,
+                sends,
+                last_seen: 0,
+            };
+            Some(glommio::spawn_local(c.run(ws?, first_send)))
+        })
+        .collect();
     for t in tasks {
         t.await;
     }
@@ -196,23 +193,21 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     report(&sh, &rooms, (sh.stop_at - start).as_secs_f64());
 }
 
-/// Fan-out bound per room and the derived metrics of this round.
+/// The fan-out bound per room and the derived metrics of this round.
 fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
-    let (st, cfg) = (&sh.ctx.stats, &sh.cfg);
-    let clients = cfg.clients as f64;
-    let (mut load_frames, mut naive, mut max_rate) = (0, 0, 0f64);
+    let (st, cfg, clients) = (&sh.ctx.stats, &sh.cfg, sh.cfg.clients as f64);
+    let (mut load_frames, mut naive, mut max_rate) = (0, 0.0, 0f64);
     for r in rooms.iter().filter(|r| !r.probe) {
         load_frames += r.frames.get();
-        naive += r.values.get() * cfg.clients as u64;
+        naive += r.values.get() as f64 * clients;
         let per_client = r.frames.get() as f64 / clients / window_s;
         max_rate = max_rate.max(per_client);
         if cfg.max_broadcast_hz > 0.0 && per_client > cfg.max_broadcast_hz * 1.1 + 1.0 {
             st.violation(
                 "meter: fan-out above the per-client broadcast bound",
                 || {
-                    let bound = cfg.max_broadcast_hz;
                     format!(
-                        "room {}: {per_client:.1} frames/s per client > {bound} (SPEC 2.1)",
+                        "room {}: {per_client:.1} frames/s per client (SPEC 2.1)",
                         r.name
                     )
                 },
@@ -222,21 +217,17 @@ fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
     let frames: u64 = rooms.iter().map(|r| r.frames.get()).sum();
     st.metric("delivered_frames_per_s", frames as f64 / window_s);
     if cfg.rooms > 0 {
-        st.metric("delivery_ratio", load_frames as f64 / naive.max(1) as f64);
+        st.metric("delivery_ratio", load_frames as f64 / naive.max(1.0));
         st.metric("max_frames_per_client_per_s", max_rate);
     }
-    let probe_values: u64 = rooms
-        .iter()
-        .filter(|r| r.probe)
-        .map(|r| r.values.get())
-        .sum();
+    let probes = rooms.iter().filter(|r| r.probe);
+    let probe_values: u64 = probes.map(|r| r.values.get()).sum();
     if probe_values > 0 {
         let fraction = sh.conflated.get() as f64 / (probe_values as f64 * clients);
         st.metric("probe_conflated_fraction", fraction);
         if sh.h_fanout.get().is_empty() && cfg.clients > 1 {
-            st.violation("meter probe: no probe value was ever reflected", || {
-                "probe listeners received no usable broadcast".into()
-            });
+            let detail = || "probe listeners received no usable broadcast".into();
+            st.violation("meter probe: no probe value was ever reflected", detail);
         }
     }
 }
@@ -245,14 +236,16 @@ fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
 struct Conn {
     sh: Rc<Shared>,
     room: Rc<Room>,
-    role: Role,
+    /// A sender (else a listener).
+    sends: bool,
     /// Probe rooms: the newest value reflected so far.
     last_seen: u64,
 }
 
 impl Conn {
     fn at(&self) -> String {
-        format!("room {} ({:?})", self.room.name, self.role)
+        let role = if self.sends { "sender" } else { "listener" };
+        format!("room {} ({role})", self.room.name)
     }
 
     /// Read broadcasts and send on the role's ticks until `stop_at`, then
@@ -304,16 +297,17 @@ impl Conn {
                 }
             }
         };
-        sh.open.dec();
+        let st = &sh.ctx.stats;
+        st.counter("open", Kind::Gauge).dec();
         if !ended && sh.ctx.close_ws("meter", &self.at(), &mut ws).await {
-            sh.closed_ok.inc();
+            st.counter("close_handshakes_ok", Kind::Total).inc();
         }
     }
 
     /// What the next tick sends.
     fn next_value(&self, rng: &mut SmallRng) -> String {
         let (room, sh) = (&self.room, &self.sh);
-        if self.role == Role::Probe {
+        if room.probe {
             let mut sent = room.sent.borrow_mut();
             sent.push(Instant::now());
             room.values.set(room.values.get() + 1);
@@ -354,88 +348,50 @@ impl Conn {
         let (sh, room) = (&self.sh, &self.room);
         sh.recv.inc();
         room.frames.set(room.frames.get() + 1);
-        let Some(a) = sh
-            .ctx
-            .stats
-            .check("meter: broadcast shape", proto::parse_avg(text))
-        else {
+        let st = &sh.ctx.stats;
+        let Some(a) = st.check("meter: broadcast shape", proto::parse_avg(text)) else {
             return;
         };
-        if room.probe {
-            return self.on_probe(&a);
+        if !room.probe {
+            // values are 1..100; at most 5.2 s of each sender's values, +1 each
+            let senders = room.senders as u64;
+            let max_count = (room.senders as f64 * room.hz * 5.2).ceil() as u64 + senders + 1;
+            let ok = match (1.0..=100.0).contains(&a.average) && a.count <= max_count {
+                true => Ok(()),
+                false => Err(format!(
+                    "room {}: {a:?} from {} senders",
+                    room.name, room.senders
+                )),
+            };
+            st.check("meter: broadcast not from the values sent in 5 s", ok);
+            return;
         }
-        let st = &sh.ctx.stats;
-        if !(1.0..=100.0).contains(&a.average) {
-            st.violation("meter: average outside the range of values sent", || {
-                format!(
-                    "room {}: average {} (values are 1..100)",
-                    room.name, a.average
-                )
-            });
-        }
-        // at most 5.2 s of values from every sender, each sender one more
-        let max_count =
-            (room.senders as f64 * room.hz * 5.2).ceil() as u64 + room.senders as u64 + 1;
-        if a.count > max_count {
-            st.violation("meter: count larger than the 5 s window allows", || {
-                format!(
-                    "room {}: count {} > {max_count} ({} senders at {}/s)",
-                    room.name, a.count, room.senders, room.hz
-                )
-            });
-        }
-    }
-
-    fn on_probe(&mut self, a: &Avg) {
-        let (st, room, now) = (&self.sh.ctx.stats, &self.room, Instant::now());
+        let now = Instant::now();
         let sent = room.sent.borrow();
-        let k = match proto::probe_newest(a) {
-            Err(e) => {
-                let kind = "meter probe: average/count is not a window of consecutive values";
-                return st.violation(kind, || format!("room {}: {e}", room.name));
-            }
-            Ok(k) if k as usize > sent.len() => {
-                return st.violation(
-                    "meter probe: broadcast reflects a value not sent yet",
-                    || format!("room {}: newest {k}, only {} sent", room.name, sent.len()),
-                )
-            }
-            Ok(k) if k < self.last_seen => {
-                return st.violation(
-                    "meter probe: broadcast older than one already received",
-                    || format!("room {}: newest {k} after {}", room.name, self.last_seen),
-                )
-            }
-            Ok(k) => k,
+        let k = proto::probe_newest(&a, sent.len(), self.last_seen);
+        let kind = "meter probe: broadcast does not name a value sent";
+        let Some(k) = st.check(kind, k.map_err(|e| format!("room {}: {e}", room.name))) else {
+            return;
         };
-        let h = if self.role == Role::Probe {
-            &self.sh.h_echo
-        } else {
-            &self.sh.h_fanout
-        };
+        let h = if self.sends { &sh.h_echo } else { &sh.h_fanout };
         for m in self.last_seen + 1..=k {
             h.record(now - sent[m as usize - 1]);
         }
-        let skipped = k.saturating_sub(self.last_seen + 1);
-        self.sh.conflated.set(self.sh.conflated.get() + skipped);
-        self.last_seen = self.last_seen.max(k);
+        sh.conflated
+            .set(sh.conflated.get() + k.saturating_sub(self.last_seen + 1));
+        self.last_seen = k;
         // once the window is full: 5 s of values, -2 .. +100 ms bucket +2
         let (lo, hi) = (
-            ((5.0 * PROBE_HZ) as u64).saturating_sub(2),
+            (5.0 * PROBE_HZ) as u64 - 2,
             (5.1 * PROBE_HZ).ceil() as u64 + 2,
         );
         let warm = sent
             .first()
             .is_some_and(|t0| (now - *t0).as_secs_f64() > 5.6);
-        if warm && now < self.sh.send_until && !(lo..=hi).contains(&a.count) {
+        if warm && now < sh.send_until && !(lo..=hi).contains(&a.count) {
             st.violation(
                 "meter probe: 5 s window holds the wrong number of samples",
-                || {
-                    format!(
-                        "room {}: count {} at {PROBE_HZ} values/s, want {lo}..={hi}",
-                        room.name, a.count
-                    )
-                },
+                || format!("room {}: count {}, want {lo}..={hi}", room.name, a.count),
             );
         }
     }

@@ -2,17 +2,18 @@
 //! against SPEC 1.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use anyhow::ensure;
 use rand::rngs::SmallRng;
 use rand::Rng;
 
 use crate::cli::{non_negative, percent};
-use crate::ctx::{Ctx, TIMEOUT};
-use crate::http::{build_request, HttpConn, Response};
-use crate::net::{sleep, sleep_until};
+use crate::ctx::Ctx;
+use crate::http::{build_request, Response};
+use crate::net::sleep;
 use crate::proto::{self, Order, MENU};
 use crate::stats::{Counter, Hist, Kind};
 
@@ -32,10 +33,6 @@ pub struct Args {
     /// Percent of POSTs that repeat an earlier Idempotency-Key and must get the same order back
     #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
     pub idem_repeat_pct: f64,
-    /// Total request rate spread over the connections (0 = closed loop, as fast as possible);
-    /// with a rate, latency counts from the scheduled send time
-    #[arg(long, value_name = "RPS", default_value_t = 0.0, value_parser = non_negative)]
-    pub rate: f64,
     /// Requests written back to back per connection before reading their responses (HTTP/1.1
     /// pipelining); latency counts from the batch write
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -44,10 +41,10 @@ pub struct Args {
 
 impl Args {
     pub fn check(&self) -> Result<(), String> {
-        if self.idempotency_pct + self.idem_repeat_pct > 100.0 {
-            return Err("--idempotency-pct + --idem-repeat-pct exceed 100".into());
+        match self.idempotency_pct + self.idem_repeat_pct <= 100.0 {
+            true => Ok(()),
+            false => Err("--idempotency-pct + --idem-repeat-pct exceed 100".into()),
         }
-        Ok(())
     }
 }
 
@@ -57,20 +54,16 @@ const KINDS: [&str; 4] = ["menu", "order", "get", "bad"];
 pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
     let mut w = [0.0; 4];
     for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-        let (k, v) = part
-            .split_once(':')
-            .or_else(|| part.split_once('='))
-            .ok_or_else(|| format!("--mix: '{part}' is not name:weight"))?;
-        let i = KINDS
-            .iter()
-            .position(|n| *n == k.trim())
-            .ok_or_else(|| format!("--mix: unknown request kind '{k}' (menu, order, get, bad)"))?;
+        let pair = part.split_once(':').or_else(|| part.split_once('='));
+        let (k, v) = pair.ok_or_else(|| format!("--mix: '{part}' is not name:weight"))?;
+        let i = KINDS.iter().position(|n| *n == k.trim());
+        let i = i.ok_or_else(|| format!("--mix: '{k}' is none of menu, order, get, bad"))?;
         w[i] = non_negative(v.trim()).map_err(|e| format!("--mix: weight {e}"))?;
     }
-    if w.iter().sum::<f64>() <= 0.0 {
-        return Err("--mix: all weights are zero".into());
+    match w.iter().sum::<f64>() > 0.0 {
+        true => Ok(w),
+        false => Err("--mix: all weights are zero".into()),
     }
-    Ok(w)
 }
 
 /// A request written and not answered yet: what its check needs.
@@ -131,14 +124,17 @@ const BAD: [(&str, &str, &str, u16, &str); 9] = [
     ("OPTIONS", "/orders", "", 204, ""),
 ];
 
+const ORDERS: &str = "/api/v1/stores/orders";
+
+/// Orders a connection remembers for its GETs, and keys for repeats.
+const REMEMBERED: usize = 256;
+
 struct Shared {
     ctx: Rc<Ctx>,
     cfg: Rc<Args>,
     requests: Rc<Counter>,
     created: Rc<Counter>,
     h: Vec<Rc<Hist>>,
-    /// Every order_number handed out this run.
-    numbers: RefCell<HashSet<u64>>,
     /// The store id of the first order.
     store: RefCell<Option<String>>,
     /// The latest Idempotency-Keys sent and their orders.
@@ -149,18 +145,12 @@ struct Shared {
     until: Instant,
 }
 
-const ORDERS: &str = "/api/v1/stores/orders";
-
-/// Orders a connection remembers for its GETs, and keys for repeats.
-const REMEMBERED: usize = 256;
-
 pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let st = &ctx.stats;
     let sh = Rc::new(Shared {
         requests: st.counter("requests", Kind::Rate),
         created: st.counter("orders_created", Kind::Rate),
         h: NAMES.iter().map(|n| st.hist(n)).collect(),
-        numbers: RefCell::default(),
         store: RefCell::default(),
         keys: RefCell::default(),
         menu: RefCell::default(),
@@ -169,9 +159,8 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
-    let tasks: Vec<_> = (0..cfg.connections)
-        .map(|i| glommio::spawn_local(conn_task(sh.clone(), i)))
-        .collect();
+    let conns = (0..cfg.connections).map(|i| conn_task(sh.clone(), i));
+    let tasks: Vec<_> = conns.map(glommio::spawn_local).collect();
     for t in tasks {
         t.await;
     }
@@ -186,45 +175,23 @@ struct Conn {
 }
 
 async fn conn_task(sh: Rc<Shared>, ci: usize) {
-    let (ctx, cfg) = (&sh.ctx, &sh.cfg);
-    let mut rng = ctx.rng();
+    let (ctx, depth) = (&sh.ctx, usize::from(sh.cfg.pipeline));
+    let (mut rng, mut http) = (ctx.rng(), ctx.http());
     let mut cs = Conn {
         bad: ci,
         ..Conn::default()
     };
-    let depth = usize::from(cfg.pipeline);
-    let interval = (cfg.rate > 0.0)
-        .then(|| Duration::from_secs_f64((cfg.connections * depth) as f64 / cfg.rate));
-    let mut next = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(rng.gen()));
-    let mut conn: Option<HttpConn> = None;
     while Instant::now() < sh.until {
-        if conn.as_ref().is_none_or(|c| c.closed) {
-            match HttpConn::connect(&ctx.target, ctx.next_src(), TIMEOUT).await {
-                Ok(c) => conn = Some(c),
-                Err(f) => {
-                    ctx.stats.fail("rest connect", &ctx.target.url, f);
-                    sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connected");
-        let t0 = match interval {
-            Some(iv) => {
-                sleep_until(next).await;
-                next += iv;
-                next - iv
-            }
-            None => Instant::now(),
-        };
+        let t0 = Instant::now();
         let reqs: Vec<_> = (0..depth).map(|_| choose(&sh, &mut cs, &mut rng)).collect();
         let bytes: Vec<u8> = reqs.iter().flat_map(|(_, _, b)| b).copied().collect();
-        if let Err(f) = c.send(&bytes).await {
+        if let Err(f) = http.send(&bytes).await {
             ctx.stats.fail("rest send", &ctx.target.url, f);
+            sleep(Duration::from_millis(100)).await;
             continue;
         }
         for (h, req, _) in reqs {
-            match c.read_response().await {
+            match http.read_response().await {
                 Ok(resp) => {
                     sh.requests.inc();
                     sh.h[h].since(t0);
@@ -293,8 +260,8 @@ fn choose(sh: &Shared, cs: &mut Conn, rng: &mut SmallRng) -> (usize, Req, Vec<u8
 fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
     let st = &sh.ctx.stats;
     let order = |what: &str, status| {
-        let ok = proto::json_response(r, status).and_then(|_| proto::parse_order(&r.body));
-        st.check(what, ok)
+        let o = proto::json_response(r, status).and_then(|_| proto::parse_order(&r.body));
+        st.check(what, o)
     };
     match req {
         // an unchanged body needs no second look
@@ -314,16 +281,9 @@ fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
             sh.created.inc();
             check_new_order(sh, cs, &o, item);
             if let Some(k) = key {
-                let mut keys = sh.keys.borrow_mut();
-                keys.push_back((k, o.clone()));
-                if keys.len() > REMEMBERED {
-                    keys.pop_front();
-                }
+                remember(&mut sh.keys.borrow_mut(), (k, o.clone()));
             }
-            cs.own.push_back(o);
-            if cs.own.len() > REMEMBERED {
-                cs.own.pop_front();
-            }
+            remember(&mut cs.own, o);
         }
         Req::Repeat { key, first } => {
             let status = if r.status == 200 { 200 } else { 201 };
@@ -339,14 +299,17 @@ fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
         }
         Req::Bad(i, path) if BAD[i].3 == 204 => {
             let methods = r.header("access-control-allow-methods");
-            let ok = match (r.status, methods, r.header("access-control-allow-headers")) {
-                (204, Some("GET,POST,PUT,PATCH,DELETE,OPTIONS"), Some("*")) => {
-                    proto::common_headers(r)
-                }
-                (s, m, h) => Err(format!("{s}, Allow-Methods {m:?}, Allow-Headers {h:?}")),
-            };
-            let ok = ok.map_err(|e| format!("OPTIONS {path}: {e}"));
-            st.check("OPTIONS: status or CORS headers", ok);
+            let headers = r.header("access-control-allow-headers");
+            let ok = proto::common_headers(r).and_then(|_| {
+                let all = Some("GET,POST,PUT,PATCH,DELETE,OPTIONS");
+                let ok = (r.status, methods, headers) == (204, all, Some("*"));
+                ensure!(ok, "{}, methods {methods:?}, headers {headers:?}", r.status);
+                Ok(())
+            });
+            st.check(
+                "OPTIONS: status or CORS headers",
+                ok.map_err(|e| format!("{path}: {e}")),
+            );
         }
         Req::Bad(i, path) => {
             let (method, kind, _, status, msg) = BAD[i];
@@ -360,35 +323,35 @@ fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
     }
 }
 
-/// A new order: for the item asked, pending, from one store, its number
-/// never handed out before and above the connection's previous one.
+/// Keep the latest [`REMEMBERED`] of something.
+fn remember<T>(q: &mut VecDeque<T>, x: T) {
+    q.push_back(x);
+    if q.len() > REMEMBERED {
+        q.pop_front();
+    }
+}
+
+/// A new order: for the item asked, pending, from one store, its id never
+/// handed out before and its number above the connection's previous one.
 fn check_new_order(sh: &Shared, cs: &mut Conn, o: &Order, item: &str) {
-    let st = &sh.ctx.stats;
-    if o.menu_item_id != item || o.status != "pending" {
-        st.violation("POST order: not a pending order of the item asked", || {
-            format!("asked {item}, got {o:?}")
-        });
-    }
+    let (st, n, last) = (&sh.ctx.stats, o.order_number, cs.last_number);
     let mut store = sh.store.borrow_mut();
-    match store.as_deref() {
-        None => *store = Some(o.store().to_string()),
-        Some(s) if s != o.store() => st.violation("orders: store id changed", || {
-            format!("{s} then {}", o.store())
-        }),
-        _ => {}
-    }
-    let n = o.order_number;
-    if !sh.numbers.borrow_mut().insert(n) {
-        st.violation("orders: order_number reused", || {
-            format!("{n} handed out twice")
-        });
-    }
-    if n <= cs.last_number {
-        st.violation("orders: order_number not increasing", || {
-            format!("{n} after {} on the same connection", cs.last_number)
-        });
-    }
-    cs.last_number = cs.last_number.max(n);
+    let store = store.get_or_insert_with(|| o.store().to_string());
+    let ok = (|| {
+        ensure!(
+            o.menu_item_id == item && o.status == "pending",
+            "asked {item}, got {o:?}"
+        );
+        ensure!(o.store() == store, "store {store}, then {o:?}");
+        ensure!(sh.ctx.new_order(o), "{} handed out twice", o.id);
+        ensure!(n > last, "{n} after {last} on the same connection");
+        Ok(())
+    })();
+    st.check(
+        "POST order: not a new pending order of the item, numbered up",
+        ok,
+    );
+    cs.last_number = last.max(n);
 }
 
 #[cfg(test)]
