@@ -136,68 +136,29 @@ mod tests {
     }
 
     #[test]
-    fn flags_defaults_and_urls() {
+    fn flags_defaults_and_errors() {
         Cli::command().debug_assert();
-        let cli = parse(&["meter", "--rooms", "7", "--json", "--hz=2.5"]).unwrap();
+        let cli = parse(&["meter", "--rooms", "7", "--hz=2.5", "--cpu", "none"]).unwrap();
         let Scenario::Meter(m) = &cli.scenario else {
             panic!("not meter")
         };
-        assert_eq!((m.rooms, m.clients, m.hz, m.senders), (7, 100, 2.5, None));
-        let c = &cli.common;
-        assert!(c.json && !c.quiet && c.cpu.is_none() && c.url == "http://127.0.0.1:8080");
-        assert_eq!(cli.scenario.duration_s(&cli.common), 30.0);
-        let cli = parse(&["rest", "--duration-s", "3", "--cpu", "none"]).unwrap();
         assert_eq!(
-            (cli.scenario.duration_s(&cli.common), cli.common.cpu),
-            (3.0, Some(Pin(None)))
+            (m.rooms, m.clients, m.hz, cli.common.cpu),
+            (7, 100, 2.5, Some(Pin(None)))
         );
-        let want = ["http://127.0.0.1:1", "http://127.0.0.1:2"];
-        for args in [
-            &["rest", "--compare", want[0], want[1]][..],
-            &["rest", "--compare=http://127.0.0.1:1,http://127.0.0.1:2"],
-        ] {
-            assert_eq!(parse(args).unwrap().common.urls().unwrap(), want);
-        }
-        assert!(parse(&["rest", "--compare", want[0]])
-            .unwrap()
-            .common
-            .urls()
-            .is_err());
-    }
-
-    #[test]
-    fn usage_errors_exit_2_and_help_exits_0() {
+        assert_eq!(cli.scenario.duration_s(&cli.common), 30.0);
+        let both = parse(&["rest", "--compare=http://127.0.0.1:1,http://127.0.0.1:2"]).unwrap();
+        assert_eq!(both.common.urls().unwrap().len(), 2);
         for bad in [
-            &["meter", "--nope", "1"][..],
-            &["nosuch"],
-            &["rest", "--connections"],
-            &["rest", "--probe-rooms", "1"], // a meter-only flag
-            &["meter", "--hz", "-1"],
+            &["meter", "--nope"][..],
+            &["rest", "--probe-rooms", "1"],
             &["meter", "--junk-pct", "101"],
-            &["meter", "--duration-s", "inf"],
-            &["idle", "--connections", "0"],
-            &["rest", "--cpu", "x"],
-            &[],
         ] {
-            let e = parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
-            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+            assert_eq!(parse(bad).err().map(|e| e.exit_code()), Some(2), "{bad:?}");
         }
-        let help = parse(&["idle", "--help"]).err().unwrap();
-        assert_eq!(help.exit_code(), 0);
-        let mut cmd = Cli::command();
-        cmd.build();
-        for sub in cmd.get_subcommands_mut().filter(|s| s.get_name() != "help") {
-            let help = sub.render_long_help().to_string();
-            for arg in sub
-                .get_arguments()
-                .filter_map(|a| Some((a.get_long()?, a.get_help())))
-            {
-                assert!(
-                    help.contains(&format!("--{}", arg.0)) && arg.1.is_some(),
-                    "--{}",
-                    arg.0
-                );
-            }
-        }
+        assert_eq!(
+            parse(&["idle", "--help"]).err().map(|e| e.exit_code()),
+            Some(0)
+        );
     }
 }

@@ -25,6 +25,8 @@ use crate::ws::{self, close_code, Message, Ws};
 /// Per operation: connect, request, handshake, close, awaited message.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+pub const MENU: &str = "GET /api/v1/stores/menu";
+
 /// WebSocket handshakes in flight while [`Ctx::ramp`] opens connections.
 const RAMP_HANDSHAKES: u64 = 256;
 
@@ -81,17 +83,16 @@ impl Ctx {
         &self,
         http: &mut HttpConn,
         what: &str,
-        (method, path): (&str, &str),
-        headers: &[(&str, &str)],
+        req: &str,
         status: u16,
     ) -> Option<Response> {
-        let at = format!("{method} {path}");
-        match http.request(method, path, headers, None).await {
+        let (method, path) = req.split_once(' ').unwrap_or(("GET", req));
+        match http.request(method, path).await {
             Ok(r) => {
-                let ok = proto::json_response(&r, status).map_err(|e| format!("{at}: {e}"));
+                let ok = proto::json_response(&r, status).map_err(|e| format!("{req}: {e}"));
                 self.stats.check(what, ok).map(|_| r)
             }
-            Err(f) => self.stats.fail(what, &at, f).and(None),
+            Err(f) => self.stats.fail(what, req, f).and(None),
         }
     }
 
@@ -102,8 +103,8 @@ impl Ctx {
         what: &str,
         want: &Order,
     ) -> Option<Order> {
-        let path = format!("/api/v1/stores/orders/{}", want.id);
-        let r = self.request(http, what, ("GET", &path), &[], 200).await?;
+        let path = format!("GET /api/v1/stores/orders/{}", want.id);
+        let r = self.request(http, what, &path, 200).await?;
         let got = proto::parse_order(&r.body).and_then(|o| want.same_as(&o).map(|_| o));
         self.stats.check(&format!("{what}: not the order"), got)
     }
@@ -251,7 +252,7 @@ impl Ctx {
 pub async fn preflight(ctx: &Ctx) -> bool {
     let (st, mut c) = (&ctx.stats, ctx.http());
     for path in ["/healthz", "/api/v1/healthz", "/ws/health"] {
-        match c.request("GET", path, &[], None).await {
+        match c.request("GET", path).await {
             Ok(r) => _ = st.check("preflight: health", proto::check_health(&r)),
             Err(f) => {
                 return st
@@ -260,8 +261,7 @@ pub async fn preflight(ctx: &Ctx) -> bool {
             }
         }
     }
-    let menu = ("GET", "/api/v1/stores/menu");
-    if let Some(r) = ctx.request(&mut c, "preflight: menu", menu, &[], 200).await {
+    if let Some(r) = ctx.request(&mut c, "preflight: menu", MENU, 200).await {
         st.check("preflight: menu", proto::check_menu(&r.body));
     }
     true

@@ -43,13 +43,11 @@ fn main() {
 
 /// Run the plan and report; true when every server passed.
 fn run(cli: &Cli) -> Result<bool, String> {
-    let c = &cli.common;
+    let (c, name) = (&cli.common, cli.scenario.name());
     cli.scenario.check()?;
     let urls = c.urls()?;
-    let targets: Vec<Target> = urls
-        .iter()
-        .map(|u| net::parse_target(u, c.allow_remote))
-        .collect::<Result<_, _>>()?;
+    let targets = urls.iter().map(|u| net::parse_target(u, c.allow_remote));
+    let targets: Vec<Target> = targets.collect::<Result<_, _>>()?;
     if let Some(p) = c.server_pid.filter(|p| Sample::take(*p, false).is_none()) {
         return Err(format!("--server-pid {p}: no such process"));
     }
@@ -71,43 +69,35 @@ fn run(cli: &Cli) -> Result<bool, String> {
         .make()
         .map_err(|e| format!("cannot start the glommio executor: {e}"))?;
     let stats: Vec<Rc<Stats>> = targets.iter().map(|_| Rc::default()).collect();
-    let rounds = if c.compare.is_some() {
-        c.rounds.max(1)
-    } else {
-        1
-    };
+    let rounds = c.compare.as_ref().map_or(1, |_| c.rounds.max(1));
+    // A or B before a series name, with --compare
+    let ab = |i: usize| ["", "A: ", "B: "][(targets.len() - 1) * (i + 1)];
     ex.run(async {
         // A B A B ...: each server's rounds add up in its own Stats
         for round in 1..=rounds {
             for (i, (t, st)) in targets.iter().zip(&stats).enumerate() {
                 if targets.len() > 1 && !c.quiet {
-                    let ab = ["A", "B"][i];
-                    eprintln!(
-                        "--- round {round}/{rounds}: {} against {} ({ab})",
-                        cli.scenario.name(),
-                        t.url
-                    );
+                    let url = &t.url;
+                    eprintln!("--- round {round}/{rounds}: {name} against {}{url}", ab(i));
                 }
                 run_once(cli, t, st).await;
             }
         }
     });
-
-    let name = cli.scenario.name();
-    let reports: Vec<_> = stats
+    let reports = stats
         .iter()
         .zip(&urls)
-        .map(|(s, u)| report::json(s, name, u, c.max_errors))
-        .collect();
-    let mut out = match &reports[..] {
-        [a, b] => report::compare_json(a, b),
-        _ => reports[0].clone(),
-    };
+        .map(|(s, u)| report::json(s, name, u, c.max_errors));
+    let reports: Vec<_> = reports.collect();
     let mut human = reports
         .iter()
         .map(report::text)
         .collect::<Vec<_>>()
         .join("\n");
+    let mut out = match &reports[..] {
+        [a, b] => report::compare_json(a, b),
+        _ => reports[0].clone(),
+    };
     if reports.len() == 2 {
         human += &format!("\n{}", report::compare_text(&out));
     }
@@ -120,21 +110,13 @@ fn run(cli: &Cli) -> Result<bool, String> {
         print!("{human}");
     }
     if let Some(path) = &c.plot {
-        let hists: Vec<_> = stats.iter().map(|s| s.hists()).collect();
-        let mut series = Vec::new();
-        for (i, hs) in hists.iter().enumerate() {
-            for (n, h) in hs {
-                let n = if hists.len() == 2 {
-                    format!("{}: {n}", ["A", "B"][i])
-                } else {
-                    n.clone()
-                };
-                series.push((n, h));
-            }
-        }
+        let hists = stats.iter().enumerate().flat_map(|(i, s)| {
+            let named = s.hists().into_iter();
+            named.map(move |(n, h)| (format!("{}{n}", ab(i)), h))
+        });
         let title = format!("kakigori-loadtest {name} ({})", urls.join(" vs "));
-        std::fs::write(path, plot::svg(&title, &series)?)
-            .map_err(|e| format!("--plot {}: {e}", path.display()))?;
+        let svg = plot::svg(&title, &hists.collect::<Vec<_>>())?;
+        std::fs::write(path, svg).map_err(|e| format!("--plot {}: {e}", path.display()))?;
         eprintln!("plot written to {}", path.display());
     }
     Ok(reports.iter().all(|r| r["pass"] == true))

@@ -117,37 +117,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets() {
-        let t = parse_target("http://127.0.0.1:8080", false).unwrap();
-        assert_eq!(
-            (t.addr, t.host.as_str()),
-            ("127.0.0.1:8080".parse().unwrap(), "127.0.0.1:8080")
-        );
-        let t = parse_target("ws://localhost:9/", false).unwrap();
-        assert_eq!(t.addr, "127.0.0.1:9".parse().unwrap());
-        let t = parse_target("http://[::1]:8080", false).unwrap();
-        assert_eq!(
-            (t.addr, t.host.as_str()),
-            ("[::1]:8080".parse().unwrap(), "[::1]:8080")
-        );
+    fn targets_and_sources() {
         let t = parse_target("http://[::1]", false).unwrap();
-        assert_eq!((t.addr.port(), t.host.as_str()), (80, "[::1]"));
-        assert!(parse_target("http://10.0.0.1:80", false).is_err());
-        assert!(parse_target("http://10.0.0.1:80", true).is_ok());
+        assert_eq!(
+            (t.addr.to_string(), t.host),
+            ("[::1]:80".into(), "[::1]".to_string())
+        );
+        assert_eq!(
+            parse_target("ws://localhost:9/", false).unwrap().host,
+            "localhost:9"
+        );
+        assert!(
+            parse_target("http://10.0.0.1", false).is_err()
+                && parse_target("http://10.0.0.1", true).is_ok()
+        );
         for bad in [
             "http://example.com",
             "https://127.0.0.1",
-            "http://127.0.0.1:8080/api",
+            "http://127.0.0.1/api",
         ] {
             assert!(parse_target(bad, true).is_err(), "{bad}");
         }
-        assert!(parse_target("http://127.0.0.1:99999", false).is_err());
-    }
-
-    #[test]
-    fn sources_rotate() {
-        assert_eq!(source_addr(0), "127.0.0.2".parse::<IpAddr>().unwrap());
-        assert_eq!(source_addr(7), "127.0.0.9".parse::<IpAddr>().unwrap());
-        assert_eq!(source_addr(8), source_addr(0));
+        assert_eq!(
+            (source_addr(0).to_string(), source_addr(8)),
+            ("127.0.0.2".into(), source_addr(0))
+        );
     }
 }

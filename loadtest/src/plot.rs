@@ -16,7 +16,7 @@ fn percentile_label(d: &f64) -> String {
 }
 
 /// The SVG document for `series` (empty histograms are left out).
-pub fn svg(title: &str, series: &[(String, &Histogram<u64>)]) -> Result<String, String> {
+pub fn svg(title: &str, series: &[(String, Histogram<u64>)]) -> Result<String, String> {
     let series: Vec<_> = series.iter().filter(|(_, h)| !h.is_empty()).collect();
     let count_max = series.iter().map(|(_, h)| h.len()).max().unwrap_or(1);
     let decades = (count_max as f64).log10().ceil().clamp(2.0, 6.0);
@@ -80,21 +80,18 @@ mod tests {
         (1..=1000u64).for_each(|v| fast.record(100 + v).unwrap());
         slow.record(30_000_000).unwrap();
         let s = svg(
-            "meter \"test\"",
-            &[("fast <&>".into(), &fast), ("slow".into(), &slow)],
-        );
-        let s = s.unwrap();
-        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+            "a \"b\"",
+            &[("fast <&>".into(), fast), ("slow".into(), slow)],
+        )
+        .unwrap();
         for want in [
+            "<svg",
             "fast &lt;&amp;&gt;: p50 0.6",
-            "meter &quot;test&quot;",
+            "a &quot;b&quot;",
             "99.9%",
-            "90%",
         ] {
             assert!(s.contains(want), "{want}");
         }
-        assert!(!s.contains("NaN") && !s.contains("inf"));
-        assert_eq!(percentile_label(&4.0), "99.99%");
-        assert!(svg("none", &[]).is_ok());
+        assert!(!s.contains("NaN") && svg("none", &[]).is_ok());
     }
 }

@@ -12,7 +12,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Exp};
 
 use crate::cli::non_negative;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, MENU as MENU_GET};
 use crate::net::{self, sleep, sleep_until};
 use crate::proto::{self, Order, GROUP, MENU};
 use crate::scenario::{confirm, lobby};
@@ -91,8 +91,8 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     });
     let lister = sh
         .auth
-        .as_ref()
-        .map(|_| glommio::spawn_local(list_pending(sh.clone())));
+        .clone()
+        .map(|a| glommio::spawn_local(list_pending(sh.clone(), a)));
     st.start_window();
     let mut rng = ctx.rng();
     // Args::check made the rate > 0, the only thing Exp refuses
@@ -132,22 +132,23 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
 
 /// Staff endpoints must refuse a missing or a wrong token with 401.
 async fn auth_checks(ctx: &Ctx, token: Option<&str>) -> Option<()> {
-    let mut http = ctx.http();
     let wrong = format!("Bearer {}-wrong", token.unwrap_or("x"));
-    let order = "/api/v1/stores/orders/store-001-1";
+    let order = "POST /api/v1/stores/orders/store-001-1";
     let cases = [
-        ("GET", "/api/v1/stores/orders?status=pending".into(), None),
-        ("GET", "/api/v1/stores/orders".into(), Some(&wrong)),
-        ("POST", format!("{order}/waiting-pickup"), None),
-        ("POST", format!("{order}/complete"), Some(&wrong)),
+        ("GET /api/v1/stores/orders?status=pending".into(), None),
+        ("GET /api/v1/stores/orders".into(), Some(&wrong)),
+        (format!("{order}/waiting-pickup"), None),
+        (format!("{order}/complete"), Some(&wrong)),
     ];
-    for (m, path, auth) in cases {
-        let hdrs: Vec<_> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-        let ok = match http.request(m, &path, &hdrs, None).await {
+    for (req, auth) in cases {
+        let http = ctx.http();
+        let mut http = auth.map_or(http, |a| ctx.http().with_auth(a));
+        let (method, path) = req.split_once(' ').expect("method and path");
+        let ok = match http.request(method, path).await {
             Ok(r) => proto::error_response(&r, 401, None),
-            Err(f) => return ctx.stats.fail("staff auth check", &path, f),
+            Err(f) => return ctx.stats.fail("staff auth check", &req, f),
         };
-        let ok = ok.map_err(|e| format!("{m} {path} (token {auth:?}): {e}"));
+        let ok = ok.map_err(|e| format!("{req} (token {auth:?}): {e}"));
         ctx.stats
             .check("staff endpoint without a valid token not 401", ok);
     }
@@ -175,9 +176,8 @@ async fn guest(sh: Rc<Shared>, item: &'static str) {
 async fn journey(sh: &Rc<Shared>, item: &'static str) -> Option<()> {
     let (ctx, st, mut http) = (&sh.ctx, &sh.ctx.stats, sh.ctx.http());
     let t = Instant::now();
-    let menu = ("GET", "/api/v1/stores/menu");
     let r = ctx
-        .request(&mut http, "festival: GET menu", menu, &[], 200)
+        .request(&mut http, "festival: GET menu", MENU_GET, 200)
         .await?;
     st.hist("GET menu").since(t);
     st.check("festival: menu", proto::check_menu(&r.body));
@@ -294,8 +294,8 @@ async fn chant(sh: &Shared, item: &str) -> Option<()> {
 
 /// The staff's part for one order: waiting-pickup, then complete, each
 /// [`STAFF_STEP`] after the order got its status.
-async fn serve(sh: Rc<Shared>, order: Order, auth: String) {
-    let (ctx, st, mut http) = (&sh.ctx, &sh.ctx.stats, sh.ctx.http());
+async fn serve(sh: Rc<Shared>, order: Order, auth: String) -> Option<()> {
+    let (ctx, st, mut http) = (&sh.ctx, &sh.ctx.stats, sh.ctx.http().with_auth(&auth));
     for (action, want) in [
         ("waiting-pickup", "waitingPickup"),
         ("complete", "completed"),
@@ -303,40 +303,31 @@ async fn serve(sh: Rc<Shared>, order: Order, auth: String) {
         sleep(STAFF_STEP).await;
         sh.pending.borrow_mut().remove(&order.id);
         let (what, t) = (format!("staff POST {action}"), Instant::now());
-        let path = format!("/api/v1/stores/orders/{}/{action}", order.id);
-        let hdrs = [("Authorization", auth.as_str())];
-        let Some(r) = ctx
-            .request(&mut http, &what, ("POST", &path), &hdrs, 200)
-            .await
-        else {
-            return;
-        };
+        let req = format!("POST /api/v1/stores/orders/{}/{action}", order.id);
+        let r = ctx.request(&mut http, &what, &req, 200).await?;
         st.hist(&what).since(t);
         let moved = proto::parse_order(&r.body).and_then(|g| {
             ensure!(g.status == want, "{}: {}, want {want}", g.id, g.status);
             order.same_as(&g)
         });
-        if st
-            .check(&format!("{what}: wrong order or status"), moved)
-            .is_none()
-        {
-            return;
-        }
+        st.check(&format!("{what}: wrong order or status"), moved)?;
         st.counter("staff_transitions", Kind::Total).inc();
     }
+    Some(())
 }
 
 /// Every [`STAFF_LIST_EVERY`], the pending list must hold every pending
 /// order of ours (see `proto::check_pending`).
-async fn list_pending(sh: Rc<Shared>) {
-    let (ctx, st, mut http) = (&sh.ctx, &sh.ctx.stats, sh.ctx.http());
-    let list = ("GET", "/api/v1/stores/orders?status=pending");
-    let hdrs = [("Authorization", sh.auth.as_deref().unwrap_or_default())];
-    let what = "staff GET pending list";
+async fn list_pending(sh: Rc<Shared>, auth: String) {
+    let (ctx, st, mut http) = (&sh.ctx, &sh.ctx.stats, sh.ctx.http().with_auth(&auth));
+    let (what, list) = (
+        "staff GET pending list",
+        "GET /api/v1/stores/orders?status=pending",
+    );
     loop {
         sleep(STAFF_LIST_EVERY).await;
         let (ours, t) = (sh.pending.borrow().clone(), Instant::now());
-        if let Some(r) = ctx.request(&mut http, what, list, &hdrs, 200).await {
+        if let Some(r) = ctx.request(&mut http, what, list, 200).await {
             st.hist(what).since(t);
             st.check(what, proto::check_pending(&r.body, &ours));
         }

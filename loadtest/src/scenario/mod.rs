@@ -18,60 +18,41 @@ pub mod rest;
 pub enum Scenario {
     /// Chant meter fan-out: R load rooms x C clients + P probe rooms measuring send->receive latency
     ///
-    /// Load rooms: S of C clients send random values 1..100 at H/s with a random phase; all read
-    /// every broadcast. Probe rooms: ONE sender sends 1, 2, 3, ... at 5/s, the other C-1 listen.
-    /// The window then always holds a consecutive run j..k, so a broadcast
-    /// {"average":a,"count":n} names the newest value it reflects: k = a + (n-1)/2. A listener
-    /// that sees k records recv_time - send_time(m) for every value m it had not seen reflected
-    /// (last < m <= k), so values that conflation skipped are measured up to the broadcast that
-    /// first reflected them. Also checked: exact JSON shape, k never exceeds the last value sent
-    /// nor goes back, count within the 5 s (+100 ms bucket) window, load-room averages within
-    /// the values sent, close codes, at most --max-broadcast-hz frames/s per client. Reports
-    /// delivered frames/s and the delivery ratio = frames received / (values sent x clients in
-    /// the room): the fraction of the naive N^2 fan-out that was sent.
+    /// Load rooms: S of C clients send random values 1..100 at H/s, all read every broadcast.
+    /// Probe rooms: ONE sender sends 1, 2, 3, ... at 5/s, the others listen; a broadcast
+    /// {"average":a,"count":n} then names the newest value it reflects, k = a + (n-1)/2, and a
+    /// listener records send->receive for every value it had not seen reflected yet. Checked:
+    /// exact shapes, windows and averages that the values sent allow, close codes, at most
+    /// --max-broadcast-hz frames/s per client. Reports delivered frames/s and the delivery ratio
+    /// = frames received / (values sent x clients): the fraction of the N^2 fan-out sent.
     Meter(meter::Args),
     /// Hold N WebSocket connections on /ws, then check every one still answers a ping
     ///
-    /// Connections ramp up 256 handshakes at a time over source addresses 127.0.0.2..9 (IPv4
-    /// loopback), answer the server's pings and stay silent otherwise. At --duration-s each one
-    /// pings and waits for the pong, then closes with 1000 and expects the server's close echo.
-    /// Report: survivors, drops (with close codes), ping RTT, harness memory per connection.
+    /// They answer the server's pings and stay silent; at --duration-s each pings, waits for
+    /// the pong and closes with 1000. Reports survivors, drops, ping RTT, harness memory each.
     Idle(idle::Args),
-    /// Keep-alive HTTP/1.1 mix of menu / create order / get order (+ optional idempotency and
-    /// error cases)
+    /// Keep-alive HTTP/1.1 mix of menu / create order / get order (+ idempotency, error cases)
     ///
-    /// Every response is checked: status, Content-Type, Access-Control-Allow-Origin, exact JSON
-    /// shape, menu content, Order fields (id = <store>-<order_number>, menu_name matching the
-    /// item, status), order_number unique across the run and increasing per connection, GET
-    /// returning what POST created, Idempotency-Key repeats returning the same order, exact
-    /// error bodies for the 'bad' requests.
+    /// Every response is checked: status, headers, exact JSON, menu content, Order fields,
+    /// order ids never handed out twice and numbers increasing, GET returning what POST created,
+    /// Idempotency-Key repeats returning the same order, exact bodies of the errors.
     Rest(rest::Args),
     /// G groups x 3 join /ws/stay at once; join->start_time latency and exactly-once grouping
     ///
-    /// Each wave, G*3 clients connect to the same lobby room at once. Every client must see only
-    /// stay_num 1..3 with start_time "null", then exactly one {"stay_num":"3","start_time":<RFC
-    /// 3339 +09:00, whole seconds, now + 10 s>} and a close 1000. Per start_time value the number
-    /// of receivers must be a multiple of 3 and every client must get one, so nobody is left in
-    /// a lobby of 4.
+    /// Every client must see stay_num 1..3 with start_time "null", then exactly one
+    /// {"stay_num":"3","start_time":<now + 10 s, RFC 3339 +09:00>} and a close 1000; each
+    /// start_time must go to a multiple of 3 clients.
     Lobby(lobby::Args),
-    /// Batches on /ws/confirm?room=<menu id>: everybody ready -> one distinct Order each, then
-    /// GET finds it
+    /// Batches on /ws/confirm?room=<menu id>: all ready -> one distinct Order each, found by GET
     ///
-    /// Each batch connects B clients, then each sends {"status":"ready"}; every client must
-    /// receive exactly one Order (menu_item_id = room, status pending), distinct across the run,
-    /// then a close 1000; each order must then be found by GET /api/v1/stores/orders/{id}. Also
-    /// checks that upgrades without a room or for a room that is no menu id are refused with 400.
+    /// Every client must receive exactly one pending Order of the room's item, then a close
+    /// 1000. Upgrades without a room or for a room that is no menu id must be refused with 400.
     Confirm(confirm::Args),
-    /// Whole guest journey at an arrival rate: menu -> lobby -> chant -> confirm -> poll, with a
-    /// staff client
+    /// Guest journey at an arrival rate: menu -> lobby -> chant -> confirm -> poll, and staff
     ///
-    /// Guest: GET menu, pick a flavour, /ws/stay?room=<id> until start_time, wait for it, chant
-    /// on /ws?room=<id> (--chant-s at 5/s), /ws/confirm?room=<id> ready -> Order, then poll the
-    /// order every 500 ms until 'completed' (statuses may only move pending -> waitingPickup ->
-    /// completed). Staff: moves each order of this run along 500 ms apart with POST
-    /// .../waiting-pickup and .../complete (Authorization: Bearer), checks 401 without or with
-    /// a wrong token, and every 10 s lists pending orders (sorted, complete). Guests still in
-    /// flight 90 s after the arrivals stop are errors.
+    /// Guests chant for --chant-s at 5/s and poll their order until completed (statuses only
+    /// move pending -> waitingPickup -> completed); staff move each order along 500 ms apart
+    /// (Bearer token), must get 401 without a valid one, and list pending orders every 10 s.
     Festival(festival::Args),
 }
 
