@@ -15,7 +15,7 @@ use glommio::sync::Semaphore;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use crate::fail::DROPPED;
+use crate::fail::{Fail, DROPPED};
 use crate::http::{HttpConn, Response};
 use crate::net::{self, Target};
 use crate::proto::{self, Order};
@@ -179,23 +179,22 @@ impl Ctx {
     /// Close `ws` with 1000 and wait for the server's close frame; false
     /// (recorded under `what`) when it does not come.
     pub async fn close_ws(&self, what: &str, at: &str, ws: &mut Ws) -> bool {
-        let detail = match net::timeout(TIMEOUT, ws::close(ws)).await {
-            Some(Ok(_)) => return true,
-            Some(Err(f)) if f.kind != DROPPED => {
-                return self.stats.fail(&format!("{what} close"), at, f).is_some()
-            }
-            Some(Err(_)) => "the server dropped the connection instead of answering our close",
-            None => "no close frame within 10 s of ours",
+        let late = || Err(Fail::violation("no close frame", "within 10 s of ours"));
+        let Err(mut f) = net::timeout(TIMEOUT, ws::close(ws))
+            .await
+            .unwrap_or_else(late)
+        else {
+            return true;
         };
-        let kind = format!("{what}: close handshake not completed");
-        self.stats.violation(&kind, || format!("{at}: {detail}"));
-        false
+        // dropping the connection instead of answering a close breaks RFC 6455
+        f.violation |= f.kind == DROPPED;
+        self.stats.fail(&format!("{what} close"), at, f).is_some()
     }
 
     /// Read `ws` until the server closes it, handing each text message to
     /// `on_text`, which says whether it was the `awaited` one. After that
-    /// the server must close with 1000, all within `limit`; records a
-    /// violation when it closes earlier, with another code, or too late.
+    /// the server must close with 1000, all within `limit`; a violation
+    /// otherwise.
     pub async fn await_then_close(
         &self,
         (what, at): (&str, &str),
@@ -203,47 +202,34 @@ impl Ctx {
         awaited: &str,
         limit: Duration,
         mut on_text: impl FnMut(&str) -> bool,
-    ) {
+    ) -> Option<()> {
         let mut got = false;
         let end = net::timeout(limit, async {
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Text(t))) => got |= on_text(t.as_str()),
-                    Some(Ok(Message::Binary(_))) => self
-                        .stats
-                        .violation(&format!("{what}: binary message"), || at.into()),
                     Some(Ok(Message::Close(f))) => {
                         // hands tungstenite's reply to the socket
                         let _ = ws.close(None).await;
                         return Ok(close_code(&f));
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        return Err(Fail::violation("binary message", ""))
                     }
                     other => _ = ws::message(other)?,
                 }
             }
         })
         .await;
-        let (kind, detail) = match end {
-            Some(Ok(Some(1000))) if got => return,
-            Some(Ok(code)) if got => (format!("close after the {awaited}"), format!("{code:?}")),
-            Some(Ok(code)) => (
-                format!("closed before the {awaited}"),
-                format!("code {code:?}"),
-            ),
-            Some(Err(f)) => {
-                self.stats.fail(what, at, f);
-                return;
-            }
-            None if got => (
-                format!("no close after the {awaited}"),
-                format!("{limit:?}"),
-            ),
-            None => (
-                format!("no {awaited} received"),
-                format!("nothing within {limit:?}"),
-            ),
+        let detail = match end {
+            Some(Ok(Some(1000))) if got => return Some(()),
+            Some(Ok(code)) => format!("{at}: {awaited} received: {got}, then close code {code:?}"),
+            Some(Err(f)) => return self.stats.fail(what, at, f),
+            None => format!("{at}: {awaited} received: {got}, no close within {limit:?}"),
         };
-        self.stats
-            .violation(&format!("{what}: {kind}"), || format!("{at}: {detail}"));
+        let kind = format!("{what}: not one {awaited} then close 1000");
+        self.stats.violation(&kind, || detail);
+        None
     }
 }
 
