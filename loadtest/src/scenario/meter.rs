@@ -10,8 +10,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use anyhow::ensure;
 use futures_lite::{future, StreamExt};
-use rand::rngs::SmallRng;
 use rand::Rng;
 
 use crate::cli::{non_negative, percent};
@@ -19,7 +19,7 @@ use crate::ctx::Ctx;
 use crate::net::sleep_until;
 use crate::proto;
 use crate::stats::{Counter, Hist, Kind};
-use crate::ws::{self, Error, Message, Ws};
+use crate::ws::{self, Message, Ws};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -51,6 +51,23 @@ pub struct Args {
     pub load_read_ms: u64,
 }
 
+impl Args {
+    fn senders(&self) -> usize {
+        self.senders.unwrap_or(self.clients)
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        match (
+            self.senders() <= self.clients,
+            self.rooms + self.probe_rooms > 0,
+        ) {
+            (true, true) => Ok(()),
+            (false, _) => Err("--senders cannot exceed --clients".into()),
+            (_, false) => Err("need a room (--rooms or --probe-rooms)".into()),
+        }
+    }
+}
+
 /// Values per second of a probe sender: well under the server's per-client
 /// cap of 50/s, which would drop values and break the identification.
 const PROBE_HZ: f64 = 5.0;
@@ -58,6 +75,7 @@ const PROBE_HZ: f64 = 5.0;
 /// After the last send, how long the last broadcasts may take to arrive.
 const GRACE: Duration = Duration::from_millis(600);
 
+/// Messages the server must ignore.
 const JUNK: [&str; 4] = [
     r#"{"value":0}"#,
     r#"{"value":"x"}"#,
@@ -65,26 +83,7 @@ const JUNK: [&str; 4] = [
     r#"{"v":5}"#,
 ];
 
-impl Args {
-    fn senders(&self) -> usize {
-        self.senders.unwrap_or(self.clients)
-    }
-
-    pub fn check(&self) -> Result<(), String> {
-        let hz_ok = self.rooms == 0 || self.senders() == 0 || (self.hz > 0.0 && self.hz <= 1e3);
-        match (
-            self.senders() <= self.clients,
-            self.rooms + self.probe_rooms > 0,
-            hz_ok,
-        ) {
-            (false, _, _) => Err("--senders cannot exceed --clients".into()),
-            (_, false, _) => Err("need a room (--rooms or --probe-rooms)".into()),
-            (_, _, false) => Err("--hz must be in (0, 1000]".into()),
-            _ => Ok(()),
-        }
-    }
-}
-
+#[derive(Default)]
 struct Room {
     name: String,
     probe: bool,
@@ -103,7 +102,7 @@ struct Shared {
     cfg: Rc<Args>,
     sent: Rc<Counter>,
     recv: Rc<Counter>,
-    junk: Rc<Counter>,
+    /// Send->receive of probe values to the listeners, and to their sender.
     h_fanout: Rc<Hist>,
     h_echo: Rc<Hist>,
     /// Probe values a broadcast skipped over, this round.
@@ -115,31 +114,30 @@ struct Shared {
 
 pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let st = &ctx.stats;
-    let room = |name: String, probe: bool| {
+    let room = |i: usize, probe: bool| {
+        let name = format!("{}-{}{i}", ctx.run_id, if probe { "p" } else { "m" });
         let (senders, hz) = if probe {
             (1, PROBE_HZ)
         } else {
             (cfg.senders(), cfg.hz)
         };
-        let (frames, values, sent) = Default::default();
         Rc::new(Room {
             name,
             probe,
             senders,
             hz,
-            frames,
-            values,
-            sent,
+            ..Room::default()
         })
     };
-    let load = (0..cfg.rooms).map(|i| room(format!("{}-m{i}", ctx.run_id), false));
-    let probe = (0..cfg.probe_rooms).map(|i| room(format!("{}-p{i}", ctx.run_id), true));
-    let rooms: Vec<Rc<Room>> = load.chain(probe).collect();
-    // (room, sends): a probe room's first client sends, a load room's first S
-    let members: Vec<_> = rooms
-        .iter()
-        .flat_map(|r| (0..cfg.clients).map(move |i| (r, i < r.senders)))
+    let load = (0..cfg.rooms).map(|i| room(i, false));
+    let rooms: Vec<Rc<Room>> = load
+        .chain((0..cfg.probe_rooms).map(|i| room(i, true)))
         .collect();
+    // (room, sends): the first S clients of a room send
+    let members = rooms
+        .iter()
+        .flat_map(|r| (0..cfg.clients).map(move |i| (r, i < r.senders)));
+    let members: Vec<_> = members.collect();
     // ramp-up, not measured
     let paths = members
         .iter()
@@ -151,7 +149,6 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let sh = Rc::new(Shared {
         sent: st.counter("sent", Kind::Rate),
         recv: st.counter("recv", Kind::Rate),
-        junk: st.counter("junk_sent", Kind::Total),
         h_fanout: st.hist("probe_fanout"),
         h_echo: st.hist("probe_sender_echo"),
         conflated: Cell::new(0),
@@ -160,32 +157,21 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         ctx: ctx.clone(),
         cfg: cfg.clone(),
     });
+    st.counter("junk_sent", Kind::Total);
     st.counter("close_handshakes_ok", Kind::Total);
     let mut rng = ctx.rng();
-    let tasks: Vec<_> = members
-        .into_iter()
-        .zip(conns)
-        .filter_map(|((room, sends), ws)| {
-            // load-room senders start at a random phase of their period
-            let phase = if room.probe {
-                0.0
-            } else {
-                rng.gen::<f64>() / room.hz
-            };
-            let first_send = match sends {
-                true => start + Duration::from_secs_f64(phase),
-                false => sh.stop_at,
-            };
-            let (sh, room) = (sh.clone(), room.clone());
-            let c = Conn {
-                sh,
-                room,
-                sends,
-                last_seen: 0,
-            };
-            Some(glommio::spawn_local(c.run(ws?, first_send)))
-        })
-        .collect();
+    let mut tasks = Vec::with_capacity(conns.len());
+    for ((room, sends), ws) in members.into_iter().zip(conns) {
+        // senders start at a random phase of their period, probes at once
+        let phase = Duration::from_secs_f64(rng.gen::<f64>() / room.hz);
+        let first_send = match (sends, room.probe) {
+            (false, _) => sh.stop_at,
+            (true, false) => start + phase,
+            (true, true) => start,
+        };
+        let client = client(sh.clone(), room.clone(), sends, ws, first_send);
+        tasks.push(glommio::spawn_local(client));
+    }
     for t in tasks {
         t.await;
     }
@@ -203,14 +189,10 @@ fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
         let per_client = r.frames.get() as f64 / clients / window_s;
         max_rate = max_rate.max(per_client);
         if cfg.max_broadcast_hz > 0.0 && per_client > cfg.max_broadcast_hz * 1.1 + 1.0 {
+            let detail = || format!("room {}: {per_client:.1} frames/s per client", r.name);
             st.violation(
-                "meter: fan-out above the per-client broadcast bound",
-                || {
-                    format!(
-                        "room {}: {per_client:.1} frames/s per client (SPEC 2.1)",
-                        r.name
-                    )
-                },
+                "meter: fan-out above the per-client bound (SPEC 2.1)",
+                detail,
             );
         }
     }
@@ -220,8 +202,11 @@ fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
         st.metric("delivery_ratio", load_frames as f64 / naive.max(1.0));
         st.metric("max_frames_per_client_per_s", max_rate);
     }
-    let probes = rooms.iter().filter(|r| r.probe);
-    let probe_values: u64 = probes.map(|r| r.values.get()).sum();
+    let probe_values: u64 = rooms
+        .iter()
+        .filter(|r| r.probe)
+        .map(|r| r.values.get())
+        .sum();
     if probe_values > 0 {
         let fraction = sh.conflated.get() as f64 / (probe_values as f64 * clients);
         st.metric("probe_conflated_fraction", fraction);
@@ -232,45 +217,51 @@ fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
     }
 }
 
-/// One client of a room.
-struct Conn {
+/// One client of `room`: reads broadcasts and, if it `sends`, sends from
+/// `next_send` on at the room's rate until `send_until`; closes at
+/// `stop_at`. A load-room client reads every --load-read-ms whatever
+/// arrived meanwhile; a probe-room client reads each frame at once.
+async fn client(
     sh: Rc<Shared>,
     room: Rc<Room>,
-    /// A sender (else a listener).
     sends: bool,
-    /// Probe rooms: the newest value reflected so far.
-    last_seen: u64,
-}
-
-impl Conn {
-    fn at(&self) -> String {
-        let role = if self.sends { "sender" } else { "listener" };
-        format!("room {} ({role})", self.room.name)
-    }
-
-    /// Read broadcasts and send on the role's ticks until `stop_at`, then
-    /// close. A load-room client reads every --load-read-ms whatever
-    /// arrived meanwhile; a probe-room client reads each frame at once.
-    async fn run(mut self, mut ws: Ws, mut next_send: Instant) {
-        let sh = self.sh.clone();
-        let period = Duration::from_secs_f64(1.0 / self.room.hz.max(1e-9));
-        let lazy = Duration::from_millis(sh.cfg.load_read_ms);
-        let lazy = (!self.room.probe && !lazy.is_zero()).then_some(lazy);
-        let mut next_read = Instant::now();
-        let mut rng = sh.ctx.rng();
-        let ended = 'conn: loop {
+    ws: Option<Ws>,
+    mut next_send: Instant,
+) {
+    let Some(mut ws) = ws else { return };
+    let at = format!(
+        "room {} ({})",
+        room.name,
+        if sends { "sender" } else { "listener" }
+    );
+    let period = Duration::from_secs_f64(1.0 / room.hz.max(1e-9));
+    let lazy = Duration::from_millis(sh.cfg.load_read_ms);
+    let lazy = (!room.probe && !lazy.is_zero()).then_some(lazy);
+    let (mut next_read, mut last_seen, mut rng) = (Instant::now(), 0, sh.ctx.rng());
+    let mut on_item = |item| match ws::message(item) {
+        Ok(Message::Text(t)) => Ok(on_broadcast(
+            &sh,
+            &room,
+            sends,
+            &mut last_seen,
+            t.as_bytes(),
+        )),
+        Ok(Message::Binary(_)) => Ok(sh
+            .ctx
+            .stats
+            .violation("meter: binary message", || at.clone())),
+        Ok(_) => Ok(()),
+        Err(f) => Err(f),
+    };
+    let ended: Result<(), crate::fail::Fail> = async {
+        while Instant::now() < sh.stop_at {
             let now = Instant::now();
-            if now >= sh.stop_at {
-                break false;
-            }
             let wake = next_send.min(sh.stop_at);
             if let Some(every) = lazy {
                 if now >= next_read {
                     next_read = now + every;
                     while let Some(item) = future::poll_once(ws.next()).await {
-                        if !self.on_item(item) {
-                            break 'conn true;
-                        }
+                        on_item(item)?;
                     }
                 }
                 sleep_until(wake.min(next_read)).await;
@@ -281,118 +272,91 @@ impl Conn {
                     None
                 };
                 if let Some(item) = future::or(read, tick).await {
-                    if !self.on_item(item) {
-                        break true;
-                    }
+                    on_item(item)?;
                 }
             }
             if Instant::now() >= next_send && next_send < sh.send_until {
-                if let Err(e) = ws.send(Message::text(self.next_value(&mut rng))).await {
-                    sh.ctx.stats.fail("meter send", &self.at(), e.into());
-                    break true;
-                }
+                ws.send(Message::text(next_value(&sh, &room, &mut rng)))
+                    .await?;
                 sh.sent.inc();
                 while next_send <= Instant::now() {
                     next_send += period;
                 }
             }
-        };
-        let st = &sh.ctx.stats;
-        st.counter("open", Kind::Gauge).dec();
-        if !ended && sh.ctx.close_ws("meter", &self.at(), &mut ws).await {
-            st.counter("close_handshakes_ok", Kind::Total).inc();
         }
+        Ok(())
     }
+    .await;
+    let st = &sh.ctx.stats;
+    st.counter("open", Kind::Gauge).dec();
+    match ended {
+        Err(f) => _ = st.fail("meter", &at, f),
+        Ok(()) if sh.ctx.close_ws("meter", &at, &mut ws).await => {
+            st.counter("close_handshakes_ok", Kind::Total).inc()
+        }
+        Ok(()) => {}
+    }
+}
 
-    /// What the next tick sends.
-    fn next_value(&self, rng: &mut SmallRng) -> String {
-        let (room, sh) = (&self.room, &self.sh);
-        if room.probe {
-            let mut sent = room.sent.borrow_mut();
-            sent.push(Instant::now());
-            room.values.set(room.values.get() + 1);
-            return format!("{{\"value\":{}}}", sent.len());
-        }
-        if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct {
-            sh.junk.inc();
-            return JUNK[rng.gen_range(0..JUNK.len())].to_string();
-        }
+/// What a sender of `room` sends next.
+fn next_value(sh: &Shared, room: &Room, rng: &mut impl Rng) -> String {
+    if room.probe {
+        let mut sent = room.sent.borrow_mut();
+        sent.push(Instant::now());
         room.values.set(room.values.get() + 1);
-        // 1.0 .. 100.0 in steps of 0.5
-        let v: u32 = rng.gen_range(2..=200);
-        format!("{{\"value\":{}}}", f64::from(v) / 2.0)
+        return format!("{{\"value\":{}}}", sent.len());
     }
-
-    /// One item of the connection's stream; false when the connection is
-    /// over (recorded).
-    fn on_item(&mut self, item: Option<Result<Message, Error>>) -> bool {
-        match ws::message(item) {
-            Ok(Message::Text(t)) => self.on_broadcast(t.as_bytes()),
-            Ok(Message::Binary(_)) => {
-                let room = || self.room.name.clone();
-                self.sh
-                    .ctx
-                    .stats
-                    .violation("meter: unexpected binary message", room);
-            }
-            Ok(_) => {}
-            Err(f) => {
-                self.sh.ctx.stats.fail("meter read", &self.at(), f);
-                return false;
-            }
-        }
-        true
+    if sh.cfg.junk_pct > 0.0 && rng.gen_range(0.0..100.0) < sh.cfg.junk_pct {
+        sh.ctx.stats.counter("junk_sent", Kind::Total).inc();
+        return JUNK[rng.gen_range(0..JUNK.len())].to_string();
     }
+    room.values.set(room.values.get() + 1);
+    // 1.0 .. 100.0 in steps of 0.5
+    format!("{{\"value\":{}}}", f64::from(rng.gen_range(2..=200)) / 2.0)
+}
 
-    fn on_broadcast(&mut self, text: &[u8]) {
-        let (sh, room) = (&self.sh, &self.room);
-        sh.recv.inc();
-        room.frames.set(room.frames.get() + 1);
-        let st = &sh.ctx.stats;
-        let Some(a) = st.check("meter: broadcast shape", proto::parse_avg(text)) else {
-            return;
+/// Check a broadcast; in a probe room, time the values it reflects first.
+fn on_broadcast(sh: &Shared, room: &Room, sends: bool, last_seen: &mut u64, text: &[u8]) {
+    let (st, now) = (&sh.ctx.stats, Instant::now());
+    sh.recv.inc();
+    room.frames.set(room.frames.get() + 1);
+    let Some(a) = st.check("meter: broadcast shape", proto::parse_avg(text)) else {
+        return;
+    };
+    if !room.probe {
+        // values are 1..100; at most 5.2 s of each sender's values, +1 each
+        let senders = room.senders as f64;
+        let max_count = (senders * room.hz * 5.2).ceil() + senders + 1.0;
+        let ok = (1.0..=100.0).contains(&a.average) && a.count as f64 <= max_count;
+        let detail = || format!("room {}: {a:?} from {senders} senders", room.name);
+        return if !ok {
+            st.violation("meter: broadcast not from the values sent", detail)
         };
-        if !room.probe {
-            // values are 1..100; at most 5.2 s of each sender's values, +1 each
-            let senders = room.senders as u64;
-            let max_count = (room.senders as f64 * room.hz * 5.2).ceil() as u64 + senders + 1;
-            let ok = match (1.0..=100.0).contains(&a.average) && a.count <= max_count {
-                true => Ok(()),
-                false => Err(format!(
-                    "room {}: {a:?} from {} senders",
-                    room.name, room.senders
-                )),
-            };
-            st.check("meter: broadcast not from the values sent in 5 s", ok);
-            return;
-        }
-        let now = Instant::now();
-        let sent = room.sent.borrow();
-        let k = proto::probe_newest(&a, sent.len(), self.last_seen);
-        let kind = "meter probe: broadcast does not name a value sent";
-        let Some(k) = st.check(kind, k.map_err(|e| format!("room {}: {e}", room.name))) else {
-            return;
-        };
-        let h = if self.sends { &sh.h_echo } else { &sh.h_fanout };
-        for m in self.last_seen + 1..=k {
-            h.record(now - sent[m as usize - 1]);
-        }
-        sh.conflated
-            .set(sh.conflated.get() + k.saturating_sub(self.last_seen + 1));
-        self.last_seen = k;
+    }
+    let sent = room.sent.borrow();
+    let k = proto::probe_newest(&a, sent.len(), *last_seen).and_then(|k| {
         // once the window is full: 5 s of values, -2 .. +100 ms bucket +2
+        let warm = sent[0].elapsed().as_secs_f64() > 5.6 && now < sh.send_until;
         let (lo, hi) = (
             (5.0 * PROBE_HZ) as u64 - 2,
             (5.1 * PROBE_HZ).ceil() as u64 + 2,
         );
-        let warm = sent
-            .first()
-            .is_some_and(|t0| (now - *t0).as_secs_f64() > 5.6);
-        if warm && now < sh.send_until && !(lo..=hi).contains(&a.count) {
-            st.violation(
-                "meter probe: 5 s window holds the wrong number of samples",
-                || format!("room {}: count {}, want {lo}..={hi}", room.name, a.count),
-            );
-        }
+        ensure!(
+            !warm || (lo..=hi).contains(&a.count),
+            "count {}, want {lo}..={hi}",
+            a.count
+        );
+        Ok(k)
+    });
+    let kind = "meter probe: broadcast names no value sent, or a wrong window";
+    let Some(k) = st.check(kind, k.map_err(|e| format!("room {}: {e}", room.name))) else {
+        return;
+    };
+    let h = if sends { &sh.h_echo } else { &sh.h_fanout };
+    for m in *last_seen + 1..=k {
+        h.record(now - sent[m as usize - 1]);
     }
+    sh.conflated
+        .set(sh.conflated.get() + k.saturating_sub(*last_seen + 1));
+    *last_seen = k;
 }

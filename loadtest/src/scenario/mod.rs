@@ -81,9 +81,8 @@ impl Scenario {
     pub fn check(&self) -> Result<(), String> {
         match self {
             Scenario::Meter(a) => a.check(),
-            Scenario::Rest(a) => a.check(),
             Scenario::Festival(a) => a.check(),
-            Scenario::Idle(_) | Scenario::Lobby(_) | Scenario::Confirm(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 

@@ -39,15 +39,6 @@ pub struct Args {
     pub pipeline: u16,
 }
 
-impl Args {
-    pub fn check(&self) -> Result<(), String> {
-        match self.idempotency_pct + self.idem_repeat_pct <= 100.0 {
-            true => Ok(()),
-            false => Err("--idempotency-pct + --idem-repeat-pct exceed 100".into()),
-        }
-    }
-}
-
 /// The request kinds of --mix, in its order.
 const KINDS: [&str; 4] = ["menu", "order", "get", "bad"];
 
