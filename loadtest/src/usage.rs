@@ -33,6 +33,18 @@ pub struct ThreadCpu {
     pub cpu_s: f64,
 }
 
+impl ThreadCpu {
+    pub fn new(name: &str, executor: bool, threads: usize, cpu_s: f64) -> ThreadCpu {
+        let name = name.to_string();
+        ThreadCpu {
+            name,
+            executor,
+            threads,
+            cpu_s,
+        }
+    }
+}
+
 /// CPU and memory of a process over one or more runs.
 #[derive(Clone, Debug, Default)]
 pub struct Usage {
@@ -128,25 +140,16 @@ pub fn thread_cpu(a: &[Stat], b: &[Stat], tck: f64) -> Vec<ThreadCpu> {
             .map_or(0, |x| x.utime + x.stime);
         (t.utime + t.stime).saturating_sub(before) as f64 / tck
     };
-    let entry = |name: &str, executor, threads, cpu_s| {
-        let name = name.to_string();
-        ThreadCpu {
-            name,
-            executor,
-            threads,
-            cpu_s,
-        }
-    };
     let mut out: Vec<_> = execs
         .iter()
-        .map(|t| entry(&t.comm, true, 1, cpu_s(t)))
+        .map(|t| ThreadCpu::new(&t.comm, true, 1, cpu_s(t)))
         .collect();
     let rest: Vec<&Stat> = b
         .iter()
         .filter(|t| !execs.iter().any(|e| e.pid == t.pid))
         .collect();
     if !b.is_empty() {
-        out.push(entry(
+        out.push(ThreadCpu::new(
             "other threads",
             false,
             rest.len(),
@@ -174,74 +177,58 @@ mod tests {
     use super::*;
 
     /// A `/proc/PID/task/TID/stat` line as Linux 6 writes it.
-    fn stat(tid: i32, comm: &str, utime: u64, started: u64) -> Stat {
-        let rest = "0 0 20 0 19 0 {started} 1130496000 5421 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 -1 1 0 0 0 0 0";
+    fn stat((tid, comm, utime, started): (i32, &str, u64, u64)) -> Stat {
+        let tail = "1130496000 5421 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 -1 1 0 0 0 0 0";
         let line = format!(
-            "{tid} ({comm}) S 1 1 1 0 -1 4194368 1 0 0 0 {utime} 0 {}\n",
-            rest.replace("{started}", &started.to_string())
+            "{tid} ({comm}) S 1 1 1 0 -1 0 1 0 0 0 {utime} 0 0 0 20 0 19 0 {started} {tail}"
         );
         Stat::from_read(line.as_bytes()).expect("a stat line")
     }
 
     /// The server's threads with --cores 2: main, two executors, a blocking
-    /// helper with an executor's name, an io_uring worker.
+    /// helper born during the run with an executor's name, another thread.
     #[test]
     fn executors_are_the_first_thread_of_each_name() {
-        let a = vec![
-            stat(100, "kakigori", 10, 1003),
-            stat(101, "kakigori-1", 150, 1003),
-            stat(102, "kakigori-2", 20, 1003),
+        let a = [
+            (100, "kakigori", 10, 1003),
+            (101, "kakigori-1", 150, 1003),
+            (102, "kakigori-2", 20, 1003),
         ];
+        let a = a.map(stat).to_vec();
         let mut b = a.clone();
         (b[1].utime, b[2].utime) = (450, 120); // 3 s and 1 s
-        b.extend([
-            stat(104, "kakigori-1", 20, 1004),
-            stat(105, "a (b) kakigori-3", 30, 1500),
-        ]);
-        let got = thread_cpu(&a, &b, 100.0);
-        let summary: Vec<_> = got
-            .iter()
-            .map(|t| (t.name.as_str(), t.executor, t.threads, t.cpu_s))
-            .collect();
-        let others = ("other threads", false, 3, 0.5); // new helper 0.2 + new thread 0.3
-        assert_eq!(
-            summary,
+        b.extend(
             [
-                ("kakigori-1", true, 1, 3.0),
-                ("kakigori-2", true, 1, 1.0),
-                others
+                (104, "kakigori-1", 20, 1004),
+                (105, "a (b) kakigori-3", 30, 1500),
             ]
+            .map(stat),
         );
+        let got = thread_cpu(&a, &b, 100.0);
+        let want = [
+            ("kakigori-1", true, 1, 3.0),
+            ("kakigori-2", true, 1, 1.0),
+            ("other threads", false, 3, 0.5),
+        ];
+        assert_eq!(got, want.map(|(n, e, t, s)| ThreadCpu::new(n, e, t, s)));
         let mut u = Usage {
             cpu_user_s: 3.0,
             cpu_sys_s: 2.0,
             wall_s: 10.0,
             threads: got,
-            ..Usage::default()
+            ..Default::default()
         };
-        let (busiest, share) = u.busiest_executor().unwrap();
         assert_eq!(
-            (
-                busiest.name.as_str(),
-                share,
-                u.pct_of_one_core(busiest.cpu_s)
-            ),
-            ("kakigori-1", 60.0, 30.0)
+            u.busiest_executor().map(|(t, share)| (t.cpu_s, share)),
+            Some((3.0, 60.0))
         );
         u.add(&u.clone()); // a second round adds up per executor
         assert_eq!(
-            (
-                u.threads.len(),
-                u.threads[0].cpu_s,
-                u.pct_of_one_core(u.cpu_s())
-            ),
-            (3, 6.0, 50.0)
+            (u.threads[0].cpu_s, u.pct_of_one_core(u.cpu_s())),
+            (6.0, 50.0)
         );
         let pid = std::process::id() as i32;
         let me = Sample::take(pid, true).unwrap();
-        assert!(
-            Usage::between(pid, &me, &me, 1.0).rss_kb > 0
-                && Sample::take(i32::MAX, false).is_none()
-        );
+        assert!(Usage::between(pid, &me, &me, 1.0).rss_kb > 0 && Sample::take(-1, false).is_none());
     }
 }

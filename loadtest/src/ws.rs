@@ -118,20 +118,24 @@ pub async fn close(ws: &mut Ws) -> Result<Option<u16>, Fail> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::parse_response;
 
     #[test]
     fn upgrade_check() {
-        let key = "dGhlIHNhbXBsZSBub25jZQ==";
         let head = |h: &str| {
-            let raw = format!("HTTP/1.1 101 Switching Protocols\r\n{h}\r\n");
-            parse_response(raw.as_bytes()).unwrap().unwrap().0
+            let raw = format!("HTTP/1.1 101 Switching Protocols\r\n{h}Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+            crate::http::parse_response(raw.as_bytes())
+                .unwrap()
+                .unwrap()
+                .0
         };
-        let ok = head("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n");
-        assert!(check_upgrade(&ok, key).is_ok());
-        assert!(check_upgrade(&ok, "AAAAAAAAAAAAAAAAAAAAAA==").is_err());
-        let no_upgrade =
-            head("Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n");
-        assert!(check_upgrade(&no_upgrade, key).is_err());
+        let (ok, key) = (
+            head("Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+            "dGhlIHNhbXBsZSBub25jZQ==",
+        );
+        assert!(
+            check_upgrade(&ok, key).is_ok()
+                && check_upgrade(&ok, "AAAAAAAAAAAAAAAAAAAAAA==").is_err()
+        );
+        assert!(check_upgrade(&head("Connection: Upgrade\r\n"), key).is_err());
     }
 }
