@@ -115,8 +115,8 @@ impl Ctx {
             Ok(Ok(ws)) => Some(ws),
             Ok(Err(r)) => {
                 let kind = format!("{what}: upgrade refused with {}", r.status);
-                self.stats
-                    .violation(&kind, || format!("GET {path}: {}", r.body_str()));
+                let detail = || format!("GET {path}: {}", r.body_str());
+                self.stats.violation(&kind, detail);
                 None
             }
             Err(f) => self.stats.fail(what, path, f).and(None),
@@ -141,18 +141,16 @@ impl Ctx {
             ctx.stats.counter("open", Kind::Gauge).inc();
             Some(ws)
         };
-        let tasks: Vec<_> = paths
-            .into_iter()
-            .map(|path| glommio::spawn_local(open(self.clone(), sem.clone(), path)))
-            .collect();
+        let spawn = |path| glommio::spawn_local(open(self.clone(), sem.clone(), path));
+        let tasks: Vec<_> = paths.into_iter().map(spawn).collect();
         let mut conns = Vec::with_capacity(n);
         for t in tasks {
             conns.push(t.await);
         }
         let opened = conns.iter().flatten().count();
         if opened < n {
-            self.stats
-                .note(format!("only {opened} of {n} connections opened"));
+            let note = format!("only {opened} of {n} connections opened");
+            self.stats.note(note);
         }
         conns
     }
@@ -163,14 +161,14 @@ impl Ctx {
         match ws::connect(&self.target, path, self.next_src(), TIMEOUT, 256).await {
             Ok(Ok(mut ws)) => {
                 let detail = || format!("GET {path} was upgraded; want {status} {msg:?}");
-                self.stats
-                    .violation("upgrade accepted that must be refused", detail);
+                let kind = "upgrade accepted that must be refused";
+                self.stats.violation(kind, detail);
                 let _ = net::timeout(Duration::from_secs(1), ws::close(&mut ws)).await;
             }
             Ok(Err(r)) => {
                 let ok = proto::error_response(&r, status, Some(msg));
-                self.stats
-                    .check(what, ok.map_err(|e| format!("GET {path}: {e}")));
+                let ok = ok.map_err(|e| format!("GET {path}: {e}"));
+                self.stats.check(what, ok);
             }
             Err(f) => _ = self.stats.fail(what, path, f),
         }
@@ -241,9 +239,8 @@ pub async fn preflight(ctx: &Ctx) -> bool {
         match c.request("GET", path).await {
             Ok(r) => _ = st.check("preflight: health", proto::check_health(&r)),
             Err(f) => {
-                return st
-                    .fail("preflight: server unreachable", &ctx.target.url, f)
-                    .is_some()
+                let what = "preflight: server unreachable";
+                return st.fail(what, &ctx.target.url, f).is_some();
             }
         }
     }

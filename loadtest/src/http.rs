@@ -59,14 +59,11 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, String> {
         }
     };
     let status = r.code.unwrap_or(0);
-    let headers: Vec<(String, String)> = r
-        .headers
-        .iter()
-        .map(|h| {
-            let v = String::from_utf8_lossy(h.value);
-            (h.name.to_ascii_lowercase(), v.trim().to_string())
-        })
-        .collect();
+    let header = |h: &httparse::Header| {
+        let v = String::from_utf8_lossy(h.value);
+        (h.name.to_ascii_lowercase(), v.trim().to_string())
+    };
+    let headers = r.headers.iter().map(header).collect();
     let resp = Response {
         status,
         headers,
@@ -74,11 +71,10 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(Response, usize)>, String> {
     };
     let len = match resp.header("content-length") {
         _ if status / 100 == 1 || status == 204 || status == 304 => 0,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| *n <= BODY_BYTES_MAX)
-            .ok_or_else(|| format!("bad Content-Length {v:?}"))?,
+        Some(v) => match v.parse() {
+            Ok(n) if n <= BODY_BYTES_MAX => n,
+            _ => return Err(format!("bad Content-Length {v:?}")),
+        },
         None => return Err(format!("{status} response without Content-Length")),
     };
     if buf.len() < head + len {
@@ -202,10 +198,8 @@ impl HttpConn {
             }
             let old = self.buf.len();
             self.buf.resize(old + 4096, 0);
-            let s = self
-                .s
-                .as_mut()
-                .ok_or_else(|| Fail::error(CLOSED_EARLY, ""))?;
+            let closed = || Fail::error(CLOSED_EARLY, "");
+            let s = self.s.as_mut().ok_or_else(closed)?;
             let n = s.read(&mut self.buf[old..]).await;
             self.buf.truncate(old + *n.as_ref().unwrap_or(&0));
             match n? {

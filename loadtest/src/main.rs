@@ -84,16 +84,10 @@ fn run(cli: &Cli) -> Result<bool, String> {
             }
         }
     });
-    let reports = stats
-        .iter()
-        .zip(&urls)
-        .map(|(s, u)| report::json(s, name, u, c.max_errors));
-    let reports: Vec<_> = reports.collect();
-    let mut human = reports
-        .iter()
-        .map(report::text)
-        .collect::<Vec<_>>()
-        .join("\n");
+    let report = |(s, u): (&Rc<Stats>, &String)| report::json(s, name, u, c.max_errors);
+    let reports: Vec<_> = stats.iter().zip(&urls).map(report).collect();
+    let texts: Vec<_> = reports.iter().map(report::text).collect();
+    let mut human = texts.join("\n");
     let mut out = match &reports[..] {
         [a, b] => report::compare_json(a, b),
         _ => reports[0].clone(),
@@ -147,9 +141,8 @@ async fn run_once(cli: &Cli, target: &Target, st: &Rc<Stats>) {
     }
     let wall = t0.elapsed().as_secs_f64();
     if let (Some(a), Some(b)) = (h0, Sample::take(me, false)) {
-        st.harness
-            .borrow_mut()
-            .add(&Usage::between(me, &a, &b, wall));
+        let u = Usage::between(me, &a, &b, wall);
+        st.harness.borrow_mut().add(&u);
     }
     if let Some(l) = usage::load_average_1m().filter(|l| *l > 2.5) {
         st.note(format!("1-minute load average {l:.2} at the end: other processes shared the CPUs, numbers are noisy"));
@@ -158,10 +151,8 @@ async fn run_once(cli: &Cli, target: &Target, st: &Rc<Stats>) {
         match Sample::take(pid, true) {
             Some(b) => {
                 let u = Usage::between(pid, &a, &b, wall);
-                st.server
-                    .borrow_mut()
-                    .get_or_insert_with(Usage::default)
-                    .add(&u);
+                let mut server = st.server.borrow_mut();
+                server.get_or_insert_with(Usage::default).add(&u);
             }
             None => st.note(format!("server pid {pid} is gone at the end of the run")),
         }

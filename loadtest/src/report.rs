@@ -57,11 +57,8 @@ pub fn json(st: &Stats, scenario: &str, target: &str, max_errors: u64) -> Value 
         let v = json!({"total": c.reported(), "per_s": per_s, "kind": c.kind});
         counters.insert(c.name.to_string(), v);
     }
-    let lat: Map<_, _> = st
-        .hists()
-        .iter()
-        .map(|(n, h)| (n.clone(), latency(h)))
-        .collect();
+    let lat = |(n, h): &(String, Histogram<u64>)| (n.clone(), latency(h));
+    let lat: Map<_, _> = st.hists().iter().map(lat).collect();
     let metrics: Map<_, _> = st.metrics().into_iter().map(|(n, v)| (n, num(v))).collect();
     json!({
         "scenario": scenario,
@@ -205,11 +202,8 @@ fn key_numbers(r: &Value) -> Vec<(String, f64, bool)> {
         1.0,
     );
     for (n, k, per) in whole.into_iter().chain([busiest]) {
-        v.extend(
-            server[k]
-                .as_f64()
-                .map(|x| (format!("server {n}"), x / per, false)),
-        );
+        let x = server[k].as_f64();
+        v.extend(x.map(|x| (format!("server {n}"), x / per, false)));
     }
     v
 }
@@ -237,9 +231,8 @@ pub fn compare_text(c: &Value) -> String {
     let mut out = format!("== compare {scenario}: A = {ta}  B = {tb} ==\n");
     out += &format!("{:<40} {:>14} {:>14} {:>8}\n", "metric", "A", "B", "B/A");
     for (n, x) in entries(&c["compare"]["ratios"]) {
-        let ratio = x["b_over_a"]
-            .as_f64()
-            .map_or("-".into(), |r| format!("{r:.3}"));
+        let ratio = x["b_over_a"].as_f64();
+        let ratio = ratio.map_or("-".into(), |r| format!("{r:.3}"));
         out += &format!(
             "{n:<40} {:>14.3} {:>14.3} {ratio:>8}\n",
             f(&x["a"]),

@@ -159,9 +159,8 @@ impl Stats {
 
     pub fn hists(&self) -> Vec<(String, Histogram<u64>)> {
         let hs = self.hists.borrow();
-        hs.iter()
-            .map(|(n, h)| (n.clone(), h.get().clone()))
-            .collect()
+        let each = |(n, h): &(String, Rc<Hist>)| (n.clone(), h.get().clone());
+        hs.iter().map(each).collect()
     }
 
     pub fn violation(&self, kind: &str, detail: impl FnOnce() -> String) {
@@ -200,9 +199,8 @@ impl Stats {
 
     pub fn metrics(&self) -> Vec<(String, f64)> {
         let ms = self.metrics.borrow();
-        ms.iter()
-            .map(|(n, s, r)| (n.clone(), s / f64::from(*r)))
-            .collect()
+        let mean = |(n, s, r): &(String, f64, u32)| (n.clone(), s / f64::from(*r));
+        ms.iter().map(mean).collect()
     }
 
     pub fn note(&self, s: impl Into<String>) {
@@ -271,11 +269,8 @@ mod tests {
             s.metric("ratio", ratio);
             s.fail("GET", "/x", Fail::violation("malformed", format!("{sent}")));
         }
-        let shown: Vec<_> = s
-            .counters()
-            .iter()
-            .map(|c| (c.name, c.reported()))
-            .collect();
+        let cs = s.counters();
+        let shown: Vec<_> = cs.iter().map(|c| (c.name, c.reported())).collect();
         assert_eq!(
             (shown, s.metrics()),
             (vec![("sent", 40), ("open", 3)], vec![("ratio".into(), 0.5)])

@@ -14,11 +14,8 @@ impl Sample {
     /// Read process `pid`; `None` when it does not exist.
     pub fn take(pid: i32, threads: bool) -> Option<Sample> {
         let p = Process::new(pid).ok()?;
-        let tasks = threads
-            .then(|| p.tasks().ok())
-            .flatten()
-            .into_iter()
-            .flatten();
+        let tasks = threads.then(|| p.tasks().ok()).flatten();
+        let tasks = tasks.into_iter().flatten();
         let threads = tasks.flatten().filter_map(|t| t.stat().ok()).collect();
         Some(Sample(p.stat().ok()?, threads))
     }
@@ -134,20 +131,14 @@ pub fn thread_cpu(a: &[Stat], b: &[Stat], tck: f64) -> Vec<ThreadCpu> {
     }
     execs.sort_by(|x, y| x.comm.cmp(&y.comm));
     let cpu_s = |t: &Stat| {
-        let before = a
-            .iter()
-            .find(|x| x.pid == t.pid)
-            .map_or(0, |x| x.utime + x.stime);
+        let before = a.iter().find(|x| x.pid == t.pid);
+        let before = before.map_or(0, |x| x.utime + x.stime);
         (t.utime + t.stime).saturating_sub(before) as f64 / tck
     };
-    let mut out: Vec<_> = execs
-        .iter()
-        .map(|t| ThreadCpu::new(&t.comm, true, 1, cpu_s(t)))
-        .collect();
-    let rest: Vec<&Stat> = b
-        .iter()
-        .filter(|t| !execs.iter().any(|e| e.pid == t.pid))
-        .collect();
+    let exec = |t: &&Stat| ThreadCpu::new(&t.comm, true, 1, cpu_s(t));
+    let mut out: Vec<_> = execs.iter().map(exec).collect();
+    let other = |t: &&Stat| !execs.iter().any(|e| e.pid == t.pid);
+    let rest: Vec<&Stat> = b.iter().filter(other).collect();
     if !b.is_empty() {
         out.push(ThreadCpu::new(
             "other threads",

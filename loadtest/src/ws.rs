@@ -50,11 +50,10 @@ pub async fn connect(
     let (s, early_frames) = http.into_parts().ok_or_else(closed)?;
     // awaited messages have their own deadlines; writes keep the timeout
     s.set_read_timeout(None)?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(rx_bytes)
+    let config = WebSocketConfig::default().read_buffer_size(rx_bytes);
+    let config = config
         .write_buffer_size(0)
-        .max_message_size(Some(MESSAGE_BYTES_MAX))
-        .max_frame_size(Some(MESSAGE_BYTES_MAX));
+        .max_message_size(Some(MESSAGE_BYTES_MAX));
     let ws = WebSocketStream::from_partially_read(s, early_frames, Role::Client, Some(config));
     Ok(Ok(ws.await))
 }

@@ -49,7 +49,8 @@ pub async fn await_order(ctx: &Ctx, ws: &mut Ws, room: &str, t_ready: Instant) -
         order = Some(o);
         true
     };
-    ctx.await_then_close(("confirm", room), ws, "order", TIMEOUT, on_text)
+    let at = ("confirm", room);
+    ctx.await_then_close(at, ws, "order", TIMEOUT, on_text)
         .await;
     order
 }
@@ -58,16 +59,18 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let bogus = format!("{}-not-a-menu-item", ctx.run_id);
     let refused = format!("menu item not found: {bogus}");
     let confirm = format!("/ws/confirm?room={bogus}");
-    ctx.expect_ws_refused(&confirm, 400, &refused).await;
-    ctx.expect_ws_refused("/ws/confirm", 400, "room is required")
-        .await;
-    ctx.expect_ws_refused("/ws?room=", 400, "room is required")
-        .await;
+    let no_room = "room is required";
+    for (path, msg) in [
+        (&*confirm, &*refused),
+        ("/ws/confirm", no_room),
+        ("/ws?room=", no_room),
+    ] {
+        ctx.expect_ws_refused(path, 400, msg).await;
+    }
     ctx.stats.start_window();
     let deadline = Instant::now() + ctx.duration;
-    let workers: Vec<_> = (0..cfg.concurrency)
-        .map(|w| glommio::spawn_local(worker(ctx.clone(), cfg.clone(), w, deadline)))
-        .collect();
+    let spawn = |w| glommio::spawn_local(worker(ctx.clone(), cfg.clone(), w, deadline));
+    let workers: Vec<_> = (0..cfg.concurrency).map(spawn).collect();
     for w in workers {
         w.await;
     }
@@ -97,13 +100,11 @@ async fn worker(ctx: Rc<Ctx>, cfg: Rc<Args>, w: usize, deadline: Instant) {
             }
         }
         let t_ready = Instant::now();
-        let waits: Vec<_> = conns
-            .into_iter()
-            .map(|mut c| {
-                let ctx = ctx.clone();
-                glommio::spawn_local(async move { await_order(&ctx, &mut c, room, t_ready).await })
-            })
-            .collect();
+        let wait = |mut c: Ws| {
+            let ctx = ctx.clone();
+            glommio::spawn_local(async move { await_order(&ctx, &mut c, room, t_ready).await })
+        };
+        let waits: Vec<_> = conns.into_iter().map(wait).collect();
         let mut orders = Vec::with_capacity(n);
         for t in waits {
             orders.extend(t.await);
@@ -112,11 +113,8 @@ async fn worker(ctx: Rc<Ctx>, cfg: Rc<Args>, w: usize, deadline: Instant) {
         st.counter("batches", Kind::Rate).inc();
         for o in orders {
             let t = Instant::now();
-            if ctx
-                .fetch_order(&mut http, "confirm: GET order", &o)
-                .await
-                .is_some()
-            {
+            let what = "confirm: GET order";
+            if ctx.fetch_order(&mut http, what, &o).await.is_some() {
                 st.hist("verify GET order").since(t);
             }
         }

@@ -89,10 +89,8 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         pending: RefCell::default(),
         drain_until: arrivals_end + DRAIN,
     });
-    let lister = sh
-        .auth
-        .clone()
-        .map(|a| glommio::spawn_local(list_pending(sh.clone(), a)));
+    let lister = |a| glommio::spawn_local(list_pending(sh.clone(), a));
+    let lister = sh.auth.clone().map(lister);
     st.start_window();
     let mut rng = ctx.rng();
     // Args::check made the rate > 0, the only thing Exp refuses
@@ -149,8 +147,8 @@ async fn auth_checks(ctx: &Ctx, token: Option<&str>) -> Option<()> {
             Err(f) => return ctx.stats.fail("staff auth check", &req, f),
         };
         let ok = ok.map_err(|e| format!("{req} (token {auth:?}): {e}"));
-        ctx.stats
-            .check("staff endpoint without a valid token not 401", ok);
+        let what = "staff endpoint without a valid token not 401";
+        ctx.stats.check(what, ok);
     }
     Some(())
 }
@@ -176,9 +174,8 @@ async fn guest(sh: Rc<Shared>, item: &'static str) {
 async fn journey(sh: &Rc<Shared>, item: &'static str) -> Option<()> {
     let (ctx, st, mut http) = (&sh.ctx, &sh.ctx.stats, sh.ctx.http());
     let t = Instant::now();
-    let r = ctx
-        .request(&mut http, "festival: GET menu", MENU_GET, 200)
-        .await?;
+    let what = "festival: GET menu";
+    let r = ctx.request(&mut http, what, MENU_GET, 200).await?;
     st.hist("GET menu").since(t);
     st.check("festival: menu", proto::check_menu(&r.body));
     let limit = sh.drain_until.saturating_duration_since(Instant::now());
@@ -191,9 +188,8 @@ async fn journey(sh: &Rc<Shared>, item: &'static str) -> Option<()> {
         sleep(Duration::from_secs_f64(wait_s)).await;
     }
     chant(sh, item).await?;
-    let mut ws = ctx
-        .ws("festival confirm", &format!("/ws/confirm?room={item}"), 512)
-        .await?;
+    let path = format!("/ws/confirm?room={item}");
+    let mut ws = ctx.ws("festival confirm", &path, 512).await?;
     if let Err(e) = ws.send(Message::text(confirm::READY)).await {
         return st.fail("festival confirm", item, e.into());
     }
@@ -206,9 +202,8 @@ async fn journey(sh: &Rc<Shared>, item: &'static str) -> Option<()> {
     let mut rank = 0;
     loop {
         let t = Instant::now();
-        let got = ctx
-            .fetch_order(&mut http, "festival: GET order", &order)
-            .await?;
+        let what = "festival: GET order";
+        let got = ctx.fetch_order(&mut http, what, &order).await?;
         st.hist("guest GET order").since(t);
         let now_rank = proto::status_rank(&got.status).unwrap_or(0);
         if now_rank < rank {
@@ -245,9 +240,8 @@ async fn journey(sh: &Rc<Shared>, item: &'static str) -> Option<()> {
 /// broadcasts meanwhile.
 async fn chant(sh: &Shared, item: &str) -> Option<()> {
     let (ctx, st) = (&sh.ctx, &sh.ctx.stats);
-    let mut ws = ctx
-        .ws("festival chant", &format!("/ws?room={item}"), 1024)
-        .await?;
+    let path = format!("/ws?room={item}");
+    let mut ws = ctx.ws("festival chant", &path, 1024).await?;
     let mut rng = ctx.rng();
     let period = Duration::from_secs_f64(1.0 / CHANT_HZ);
     let end = Instant::now() + Duration::from_secs_f64(sh.cfg.chant_s);

@@ -24,9 +24,8 @@ const WAVE_TIMEOUT: Duration = Duration::from_secs(15);
 pub async fn join(ctx: &Ctx, room: &str, limit: Duration) -> Option<String> {
     let st = &ctx.stats;
     let t0 = Instant::now();
-    let mut ws = ctx
-        .ws("lobby join", &format!("/ws/stay?room={room}"), 512)
-        .await?;
+    let path = format!("/ws/stay?room={room}");
+    let mut ws = ctx.ws("lobby join", &path, 512).await?;
     st.hist("lobby join").since(t0);
     st.counter("joined", Kind::Rate).inc();
     let mut start: Option<String> = None;
@@ -42,7 +41,8 @@ pub async fn join(ctx: &Ctx, room: &str, limit: Duration) -> Option<String> {
             _ => false,
         }
     };
-    ctx.await_then_close(("lobby", room), &mut ws, "start_time", limit, on_text)
+    let at = ("lobby", room);
+    ctx.await_then_close(at, &mut ws, "start_time", limit, on_text)
         .await;
     start
 }

@@ -16,6 +16,7 @@ use rand::Rng;
 
 use crate::cli::{non_negative, percent};
 use crate::ctx::Ctx;
+use crate::fail::Fail;
 use crate::net::sleep_until;
 use crate::proto;
 use crate::stats::{Counter, Hist, Kind};
@@ -130,19 +131,16 @@ pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
         })
     };
     let load = (0..cfg.rooms).map(|i| room(i, false));
-    let rooms: Vec<Rc<Room>> = load
-        .chain((0..cfg.probe_rooms).map(|i| room(i, true)))
-        .collect();
+    let probe = (0..cfg.probe_rooms).map(|i| room(i, true));
+    let rooms: Vec<Rc<Room>> = load.chain(probe).collect();
     // (room, sends): the first S clients of a room send
-    let members = rooms
-        .iter()
-        .flat_map(|r| (0..cfg.clients).map(move |i| (r, i < r.senders)));
-    let members: Vec<_> = members.collect();
+    let mut members = Vec::new();
+    for r in &rooms {
+        members.extend((0..cfg.clients).map(|i| (r, i < r.senders)));
+    }
     // ramp-up, not measured
-    let paths = members
-        .iter()
-        .map(|(r, _)| format!("/ws?room={}", r.name))
-        .collect();
+    let path = |(r, _): &(&Rc<Room>, _)| format!("/ws?room={}", r.name);
+    let paths = members.iter().map(path).collect();
     let conns = ctx.ramp("meter connect", paths, 2048).await;
     st.start_window();
     let start = Instant::now();
@@ -202,11 +200,8 @@ fn report(sh: &Shared, rooms: &[Rc<Room>], window_s: f64) {
         st.metric("delivery_ratio", load_frames as f64 / naive.max(1.0));
         st.metric("max_frames_per_client_per_s", max_rate);
     }
-    let probe_values: u64 = rooms
-        .iter()
-        .filter(|r| r.probe)
-        .map(|r| r.values.get())
-        .sum();
+    let probes = rooms.iter().filter(|r| r.probe);
+    let probe_values: u64 = probes.map(|r| r.values.get()).sum();
     if probe_values > 0 {
         let fraction = sh.conflated.get() as f64 / (probe_values as f64 * clients);
         st.metric("probe_conflated_fraction", fraction);
@@ -229,31 +224,22 @@ async fn client(
     mut next_send: Instant,
 ) {
     let Some(mut ws) = ws else { return };
-    let at = format!(
-        "room {} ({})",
-        room.name,
-        if sends { "sender" } else { "listener" }
-    );
+    let role = if sends { "sender" } else { "listener" };
+    let at = format!("room {} ({role})", room.name);
     let period = Duration::from_secs_f64(1.0 / room.hz.max(1e-9));
     let lazy = Duration::from_millis(sh.cfg.load_read_ms);
     let lazy = (!room.probe && !lazy.is_zero()).then_some(lazy);
     let (mut next_read, mut last_seen, mut rng) = (Instant::now(), 0, sh.ctx.rng());
-    let mut on_item = |item| match ws::message(item) {
-        Ok(Message::Text(t)) => Ok(on_broadcast(
-            &sh,
-            &room,
-            sends,
-            &mut last_seen,
-            t.as_bytes(),
-        )),
-        Ok(Message::Binary(_)) => Ok(sh
-            .ctx
-            .stats
-            .violation("meter: binary message", || at.clone())),
-        Ok(_) => Ok(()),
-        Err(f) => Err(f),
+    let st = &sh.ctx.stats;
+    let mut on_item = |item| {
+        match ws::message(item)? {
+            Message::Text(t) => on_broadcast(&sh, &room, sends, &mut last_seen, t.as_bytes()),
+            Message::Binary(_) => st.violation("meter: binary message", || at.clone()),
+            _ => {}
+        }
+        Ok::<_, Fail>(())
     };
-    let ended: Result<(), crate::fail::Fail> = async {
+    let ended: Result<(), Fail> = async {
         while Instant::now() < sh.stop_at {
             let now = Instant::now();
             let wake = next_send.min(sh.stop_at);
@@ -276,8 +262,8 @@ async fn client(
                 }
             }
             if Instant::now() >= next_send && next_send < sh.send_until {
-                ws.send(Message::text(next_value(&sh, &room, &mut rng)))
-                    .await?;
+                let value = next_value(&sh, &room, &mut rng);
+                ws.send(Message::text(value)).await?;
                 sh.sent.inc();
                 while next_send <= Instant::now() {
                     next_send += period;
@@ -287,7 +273,6 @@ async fn client(
         Ok(())
     }
     .await;
-    let st = &sh.ctx.stats;
     st.counter("open", Kind::Gauge).dec();
     match ended {
         Err(f) => _ = st.fail("meter", &at, f),
@@ -356,7 +341,7 @@ fn on_broadcast(sh: &Shared, room: &Room, sends: bool, last_seen: &mut u64, text
     for m in *last_seen + 1..=k {
         h.record(now - sent[m as usize - 1]);
     }
-    sh.conflated
-        .set(sh.conflated.get() + k.saturating_sub(*last_seen + 1));
+    let skipped = k.saturating_sub(*last_seen + 1);
+    sh.conflated.set(sh.conflated.get() + skipped);
     *last_seen = k;
 }
