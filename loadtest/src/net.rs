@@ -4,11 +4,13 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
+use nix::errno::Errno;
+use nix::sys::socket::{setsockopt, sockopt};
 use socket2::{Domain, SockAddr, Socket, Type};
 use url::{Host, Url};
 
@@ -62,30 +64,17 @@ pub fn source_addr(i: usize) -> IpAddr {
 
 /// Start a non-blocking TCP connect to `dst`, from `src` when the target is
 /// IPv4 loopback. IP_BIND_ADDRESS_NO_PORT defers the port choice to the
-/// connect, so the 4-tuple, not the port alone, must be unique (socket2 has
-/// no wrapper for that option). The first write waits for the connection.
+/// connect, so the 4-tuple, not the port alone, must be unique. The first
+/// write waits for the connection.
 pub fn connect_start(dst: SocketAddr, src: IpAddr) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(dst), Type::STREAM.nonblocking(), None)?;
     s.set_nodelay(true)?;
     if matches!(dst.ip(), IpAddr::V4(ip) if ip.is_loopback()) {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on a socket we own with a valid int option.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        setsockopt(&s, sockopt::IpBindAddressNoPort, &true)?;
         s.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
     }
     match s.connect(&SockAddr::from(dst)) {
-        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => return Err(e),
+        Err(e) if e.raw_os_error() != Some(Errno::EINPROGRESS as i32) => return Err(e),
         _ => {}
     }
     // SAFETY: a connecting TCP socket that `into_raw_fd` handed over; the

@@ -265,7 +265,9 @@ mod tests {
         for (sent, ratio) in [(10, 0.25), (30, 0.75)] {
             (0..sent).for_each(|_| s.counter("sent", Kind::Rate).inc());
             let open = s.counter("open", Kind::Gauge);
-            (open.inc(), open.inc(), open.dec());
+            open.inc();
+            open.inc();
+            open.dec();
             s.metric("ratio", ratio);
             s.fail("GET", "/x", Fail::violation("malformed", format!("{sent}")));
         }
