@@ -3,6 +3,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use futures_lite::{future, StreamExt};
+
 use crate::ctx::{Ctx, TIMEOUT};
 use crate::net::sleep;
 use crate::proto::{self, Order, MENU};
@@ -17,6 +19,10 @@ pub struct Args {
     /// Batches in flight (rooms rotate over the 4 menu ids)
     #[arg(long, value_name = "K", default_value_t = 4, value_parser = crate::cli::positive)]
     pub concurrency: usize,
+    /// If > 0: B-1 clients send ready, wait MS and check no order arrived, then the last sends
+    /// ready
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub hold_ms: u64,
     /// Every client sends {"status":"ready"} twice (the repeat must be ignored)
     #[arg(long)]
     pub double_ready: bool,
@@ -92,7 +98,16 @@ async fn worker(ctx: Rc<Ctx>, cfg: Rc<Args>, w: usize, deadline: Instant) {
             conns.extend(ctx.ws("confirm connect", &path, 512).await);
         }
         let n = conns.len();
-        for c in conns.iter_mut() {
+        for (i, c) in conns.iter_mut().enumerate() {
+            if i + 1 == n && n > 1 && cfg.hold_ms > 0 {
+                // the server orders for the whole batch at once, so an early
+                // order would reach this client, not ready yet, too
+                sleep(Duration::from_millis(cfg.hold_ms)).await;
+                if let Some(Some(Ok(Message::Text(t)))) = future::poll_once(c.next()).await {
+                    let kind = "confirm: order before every client was ready";
+                    st.violation(kind, || t.to_string());
+                }
+            }
             for _ in 0..1 + usize::from(cfg.double_ready) {
                 if let Err(e) = c.send(Message::text(READY)).await {
                     st.fail("confirm send ready", room, e.into());

@@ -13,7 +13,7 @@ use rand::Rng;
 use crate::cli::{non_negative, percent};
 use crate::ctx::Ctx;
 use crate::http::{build_request, Response};
-use crate::net::sleep;
+use crate::net::{sleep, sleep_until};
 use crate::proto::{self, Order, MENU};
 use crate::stats::{Counter, Hist, Kind};
 
@@ -33,6 +33,10 @@ pub struct Args {
     /// Percent of POSTs that repeat an earlier Idempotency-Key and must get the same order back
     #[arg(long, value_name = "PCT", default_value_t = 0.0, value_parser = percent)]
     pub idem_repeat_pct: f64,
+    /// Total request rate spread over the connections (0 = closed loop, as fast as possible);
+    /// with a rate, latency counts from the scheduled send time (no coordinated omission)
+    #[arg(long, value_name = "RPS", default_value_t = 0.0, value_parser = non_negative)]
+    pub rate: f64,
     /// Requests written back to back per connection before reading their responses (HTTP/1.1
     /// pipelining); latency counts from the batch write
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -172,8 +176,19 @@ async fn conn_task(sh: Rc<Shared>, ci: usize) {
         bad: ci,
         ..Conn::default()
     };
+    let rate = sh.cfg.rate / (sh.cfg.connections * depth) as f64;
+    let every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+    let mut next = Instant::now() + every.map_or(Duration::ZERO, |e| e.mul_f64(rng.gen()));
     while Instant::now() < sh.until {
-        let t0 = Instant::now();
+        let t0 = match every {
+            // open loop: each batch has its send time and latency counts from it
+            Some(e) => {
+                sleep_until(next).await;
+                next += e;
+                next - e
+            }
+            None => Instant::now(),
+        };
         let reqs: Vec<_> = (0..depth).map(|_| choose(&sh, &mut cs, &mut rng)).collect();
         let bytes: Vec<u8> = reqs.iter().flat_map(|(_, _, b)| b).copied().collect();
         if let Err(f) = http.send(&bytes).await {
