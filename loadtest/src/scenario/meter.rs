@@ -240,9 +240,14 @@ async fn client(
         Ok::<_, Fail>(())
     };
     let ended: Result<(), Fail> = async {
-        while Instant::now() < sh.stop_at {
-            let now = Instant::now();
-            let wake = next_send.min(sh.stop_at);
+        let mut now = Instant::now();
+        while now < sh.stop_at {
+            // a sender past send_until only reads on, until stop_at
+            let wake = if next_send < sh.send_until {
+                next_send
+            } else {
+                sh.stop_at
+            };
             if let Some(every) = lazy {
                 if now >= next_read {
                     next_read = now + every;
@@ -261,11 +266,12 @@ async fn client(
                     on_item(item)?;
                 }
             }
-            if Instant::now() >= next_send && next_send < sh.send_until {
+            now = Instant::now();
+            if now >= next_send && next_send < sh.send_until {
                 let value = next_value(&sh, &room, &mut rng);
                 ws.send(Message::text(value)).await?;
                 sh.sent.inc();
-                while next_send <= Instant::now() {
+                while next_send <= now {
                     next_send += period;
                 }
             }
@@ -302,7 +308,7 @@ fn next_value(sh: &Shared, room: &Room, rng: &mut impl Rng) -> String {
 
 /// Check a broadcast; in a probe room, time the values it reflects first.
 fn on_broadcast(sh: &Shared, room: &Room, sends: bool, last_seen: &mut u64, text: &[u8]) {
-    let (st, now) = (&sh.ctx.stats, Instant::now());
+    let st = &sh.ctx.stats;
     sh.recv.inc();
     room.frames.set(room.frames.get() + 1);
     let Some(a) = st.check("meter: broadcast shape", proto::parse_avg(text)) else {
@@ -318,7 +324,7 @@ fn on_broadcast(sh: &Shared, room: &Room, sends: bool, last_seen: &mut u64, text
             st.violation("meter: broadcast not from the values sent", detail)
         };
     }
-    let sent = room.sent.borrow();
+    let (now, sent) = (Instant::now(), room.sent.borrow());
     let k = proto::probe_newest(&a, sent.len(), *last_seen).and_then(|k| {
         // once the window is full: 5 s of values, -2 .. +100 ms bucket +2
         let warm = sent[0].elapsed().as_secs_f64() > 5.6 && now < sh.send_until;
