@@ -167,11 +167,7 @@ pub fn text(r: &Value) -> String {
             }
         }
     }
-    out + if r["pass"] == true {
-        "RESULT: PASS\n"
-    } else {
-        "RESULT: FAIL\n"
-    }
+    out + ["RESULT: FAIL\n", "RESULT: PASS\n"][usize::from(r["pass"] == true)]
 }
 
 /// The numbers an A/B comparison puts side by side: (name, value,

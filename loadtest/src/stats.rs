@@ -52,10 +52,9 @@ impl Counter {
 
     /// What the report shows: the peak of a gauge, the total of the others.
     pub fn reported(&self) -> u64 {
-        if self.kind == Kind::Gauge {
-            self.peak.get()
-        } else {
-            self.v.get()
+        match self.kind {
+            Kind::Gauge => self.peak.get(),
+            _ => self.v.get(),
         }
     }
 }
@@ -175,11 +174,7 @@ impl Stats {
     /// for a caller that gives up.
     pub fn fail(&self, what: &str, at: &str, f: Fail) -> Option<()> {
         let kind = format!("{what}: {}", f.kind);
-        let issues = if f.violation {
-            &self.violations
-        } else {
-            &self.errors
-        };
+        let issues = [&self.errors, &self.violations][usize::from(f.violation)];
         issues.add(&kind, || format!("{at}: {}", f.detail));
         None
     }

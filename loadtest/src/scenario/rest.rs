@@ -64,14 +64,10 @@ pub fn parse_mix(s: &str) -> Result<[f64; 4], String> {
 /// A request written and not answered yet: what its check needs.
 enum Req {
     Menu,
-    Order {
-        item: &'static str,
-        key: Option<String>,
-    },
-    Repeat {
-        key: String,
-        first: Order,
-    },
+    /// The item asked for, with its fresh Idempotency-Key if any.
+    Order(&'static str, Option<String>),
+    /// A key sent before, and the order it made.
+    Repeat(String, Order),
     Get(Order),
     /// A [`BAD`] case and the path it went to.
     Bad(usize, String),
@@ -89,31 +85,14 @@ const NAMES: [&str; 5] = [
 /// Requests that must fail with exactly (status, message; "" = any
 /// message), and OPTIONS, which must answer 204 with the CORS headers.
 /// Paths are under /api/v1/stores; `S` is the store id.
+/// POST bodies are "x" for `{"menu_item_id":"x"}`, "5" for `{..:5}`.
 const BAD: [(&str, &str, &str, u16, &str); 9] = [
     ("GET", "/orders/abc", "", 400, "Invalid order ID format"),
     ("GET", "/orders/S-abc", "", 400, "Invalid order ID format"),
     ("GET", "/orders/S-999999999", "", 404, "Order not found"),
-    (
-        "POST",
-        "/orders",
-        r#"{"menu_item_id":"x"}"#,
-        400,
-        "menu item not found: x",
-    ),
-    (
-        "POST",
-        "/orders",
-        "this is not json",
-        400,
-        "Invalid request body",
-    ),
-    (
-        "POST",
-        "/orders",
-        r#"{"menu_item_id":5}"#,
-        400,
-        "Invalid request body",
-    ),
+    ("POST", "/orders", "x", 400, "menu item not found: x"),
+    ("POST", "/orders", "not json", 400, "Invalid request body"),
+    ("POST", "/orders", "5", 400, "Invalid request body"),
     ("GET", "/no-such-path", "", 404, ""),
     ("DELETE", "/menu", "", 405, ""),
     ("OPTIONS", "/orders", "", 204, ""),
@@ -128,7 +107,6 @@ struct Shared {
     ctx: Rc<Ctx>,
     cfg: Rc<Args>,
     requests: Rc<Counter>,
-    created: Rc<Counter>,
     h: Vec<Rc<Hist>>,
     /// The store id of the first order.
     store: RefCell<Option<String>>,
@@ -142,9 +120,9 @@ struct Shared {
 
 pub async fn run(ctx: Rc<Ctx>, cfg: Rc<Args>) {
     let st = &ctx.stats;
+    st.counter("orders_created", Kind::Rate);
     let sh = Rc::new(Shared {
         requests: st.counter("requests", Kind::Rate),
-        created: st.counter("orders_created", Kind::Rate),
         h: NAMES.iter().map(|n| st.hist(n)).collect(),
         store: RefCell::default(),
         keys: RefCell::default(),
@@ -172,10 +150,8 @@ struct Conn {
 async fn conn_task(sh: Rc<Shared>, ci: usize) {
     let (ctx, depth) = (&sh.ctx, usize::from(sh.cfg.pipeline));
     let (mut rng, mut http) = (ctx.rng(), ctx.http());
-    let mut cs = Conn {
-        bad: ci,
-        ..Conn::default()
-    };
+    let mut cs = Conn::default();
+    cs.bad = ci;
     let rate = sh.cfg.rate / (sh.cfg.connections * depth) as f64;
     let every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut next = Instant::now() + every.map_or(Duration::ZERO, |e| e.mul_f64(rng.gen()));
@@ -239,6 +215,11 @@ fn choose(sh: &Shared, cs: &mut Conn, rng: &mut SmallRng) -> (usize, Req, Vec<u8
             let (method, path, body, ..) = BAD[cs.bad];
             let store = sh.store.borrow().clone().unwrap_or("store-001".into());
             let path = format!("/api/v1/stores{}", path.replace('S', &store));
+            let body = match body {
+                "x" => r#"{"menu_item_id":"x"}"#,
+                "5" => r#"{"menu_item_id":5}"#,
+                b => b,
+            };
             let body = Some(body.as_bytes()).filter(|b| !b.is_empty());
             let bytes = build_request(method, &path, host, &[], body);
             (4, Req::Bad(cs.bad, path), bytes)
@@ -249,7 +230,7 @@ fn choose(sh: &Shared, cs: &mut Conn, rng: &mut SmallRng) -> (usize, Req, Vec<u8
             if p < cfg.idem_repeat_pct && !keys.is_empty() {
                 let (key, first) = keys[rng.gen_range(0..keys.len())].clone();
                 let bytes = post(&first.menu_item_id, Some(&key));
-                return (2, Req::Repeat { key, first }, bytes);
+                return (2, Req::Repeat(key, first), bytes);
             }
             let key = (p < cfg.idem_repeat_pct + cfg.idempotency_pct).then(|| {
                 sh.key_seq.set(sh.key_seq.get() + 1);
@@ -257,7 +238,7 @@ fn choose(sh: &Shared, cs: &mut Conn, rng: &mut SmallRng) -> (usize, Req, Vec<u8
             });
             let item = MENU[rng.gen_range(0..MENU.len())].0;
             let bytes = post(item, key.as_deref());
-            (1, Req::Order { item, key }, bytes)
+            (1, Req::Order(item, key), bytes)
         }
     }
 }
@@ -280,18 +261,18 @@ fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
                 sh.menu.replace(r.body.clone());
             }
         }
-        Req::Order { item, key } => {
+        Req::Order(item, key) => {
             let Some(o) = order("POST order", 201) else {
                 return;
             };
-            sh.created.inc();
+            st.counter("orders_created", Kind::Rate).inc();
             check_new_order(sh, cs, &o, item);
             if let Some(k) = key {
                 remember(&mut sh.keys.borrow_mut(), (k, o.clone()));
             }
             remember(&mut cs.own, o);
         }
-        Req::Repeat { key, first } => {
+        Req::Repeat(key, first) => {
             let status = if r.status == 200 { 200 } else { 201 };
             if let Some(o) = order("Idempotency-Key repeat", status) {
                 let same = first.same_as(&o).map_err(|e| format!("key {key}: {e}"));
@@ -312,10 +293,8 @@ fn check(sh: &Shared, cs: &mut Conn, req: Req, r: &Response) {
                 ensure!(ok, "{}, methods {methods:?}, headers {headers:?}", r.status);
                 Ok(())
             });
-            st.check(
-                "OPTIONS: status or CORS headers",
-                ok.map_err(|e| format!("{path}: {e}")),
-            );
+            let ok = ok.map_err(|e| format!("{path}: {e}"));
+            st.check("OPTIONS: status or CORS headers", ok);
         }
         Req::Bad(i, path) => {
             let (method, kind, _, status, msg) = BAD[i];
@@ -343,20 +322,16 @@ fn check_new_order(sh: &Shared, cs: &mut Conn, o: &Order, item: &str) {
     let (st, n, last) = (&sh.ctx.stats, o.order_number, cs.last_number);
     let mut store = sh.store.borrow_mut();
     let store = store.get_or_insert_with(|| o.store().to_string());
+    let asked = o.menu_item_id == item && o.status == "pending";
     let ok = (|| {
-        ensure!(
-            o.menu_item_id == item && o.status == "pending",
-            "asked {item}, got {o:?}"
-        );
+        ensure!(asked, "asked {item}, got {o:?}");
         ensure!(o.store() == store, "store {store}, then {o:?}");
         ensure!(sh.ctx.new_order(o), "{} handed out twice", o.id);
         ensure!(n > last, "{n} after {last} on the same connection");
         Ok(())
     })();
-    st.check(
-        "POST order: not a new pending order of the item, numbered up",
-        ok,
-    );
+    let kind = "POST order: not a new pending order of the item, numbered up";
+    st.check(kind, ok);
     cs.last_number = last.max(n);
 }
 
