@@ -150,8 +150,10 @@ struct Conn {
 async fn conn_task(sh: Rc<Shared>, ci: usize) {
     let (ctx, depth) = (&sh.ctx, usize::from(sh.cfg.pipeline));
     let (mut rng, mut http) = (ctx.rng(), ctx.http());
-    let mut cs = Conn::default();
-    cs.bad = ci;
+    let mut cs = Conn {
+        bad: ci,
+        ..Conn::default()
+    };
     let rate = sh.cfg.rate / (sh.cfg.connections * depth) as f64;
     let every = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
     let mut next = Instant::now() + every.map_or(Duration::ZERO, |e| e.mul_f64(rng.gen()));
