@@ -39,6 +39,7 @@ pub fn svg(title: &str, series: &[(String, Histogram<u64>)]) -> Result<String, S
             .configure_mesh()
             .x_labels(decades as usize + 1)
             .x_label_formatter(&percentile_label)
+            .y_label_formatter(&|ms| format!("{}", (ms * 1000.0).round() / 1000.0))
             .x_desc("percentile")
             .y_desc("latency (ms, log scale)")
             .draw()
