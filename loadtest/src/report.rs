@@ -167,7 +167,8 @@ pub fn text(r: &Value) -> String {
             }
         }
     }
-    out + ["RESULT: FAIL\n", "RESULT: PASS\n"][usize::from(r["pass"] == true)]
+    let result = if r["pass"] == true { "PASS" } else { "FAIL" };
+    out + &format!("RESULT: {result}\n")
 }
 
 /// The numbers an A/B comparison puts side by side: (name, value,

@@ -174,7 +174,10 @@ impl Stats {
     /// for a caller that gives up.
     pub fn fail(&self, what: &str, at: &str, f: Fail) -> Option<()> {
         let kind = format!("{what}: {}", f.kind);
-        let issues = [&self.errors, &self.violations][usize::from(f.violation)];
+        let issues = match f.violation {
+            true => &self.violations,
+            false => &self.errors,
+        };
         issues.add(&kind, || format!("{at}: {}", f.detail));
         None
     }
