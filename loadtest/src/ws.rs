@@ -4,7 +4,11 @@
 //! async-tungstenite runs RFC 6455 over the socket: masking, fragments,
 //! UTF-8, ping and close replies. Each connection is one glommio task.
 
+use std::io;
 use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::{client::generate_key, derive_accept_key};
@@ -12,14 +16,60 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 pub use async_tungstenite::tungstenite::{Error, Message};
 use async_tungstenite::WebSocketStream;
+use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::StreamExt;
 use glommio::net::TcpStream;
+use nix::sys::socket::{recv, MsgFlags};
 
 use crate::fail::Fail;
 use crate::http::{HttpConn, Response};
 use crate::net::Target;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Socket>;
+
+/// A client's socket. A reader on a schedule of its own (`lazy`, see `meter
+/// --load-read-ms`) takes what has arrived with one non-blocking `recv` and
+/// leaves no readiness poll armed: on loopback the server's CPU pays for
+/// waking a client on every frame, which a phone on the network would not
+/// cost it. A lazy read that finds nothing is `Pending` with no waker kept,
+/// so lazy sockets are only read with `poll_once`; set `lazy` back to false
+/// before awaiting a read.
+pub struct Socket {
+    stream: TcpStream,
+    pub lazy: bool,
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if !self.lazy {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        match recv(self.stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Err(nix::errno::Errno::EAGAIN) => Poll::Pending,
+            read => Poll::Ready(read.map_err(io::Error::from)),
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+}
 
 /// Largest message accepted from the server (its messages are tiny).
 const MESSAGE_BYTES_MAX: usize = 1 << 20;
@@ -54,6 +104,10 @@ pub async fn connect(
     let config = config
         .write_buffer_size(0)
         .max_message_size(Some(MESSAGE_BYTES_MAX));
+    let s = Socket {
+        stream: s,
+        lazy: false,
+    };
     let ws = WebSocketStream::from_partially_read(s, early_frames, Role::Client, Some(config));
     Ok(Ok(ws.await))
 }

@@ -230,6 +230,7 @@ async fn client(
     let lazy = Duration::from_millis(sh.cfg.load_read_ms);
     let lazy = (!room.probe && !lazy.is_zero()).then_some(lazy);
     let (mut next_read, mut last_seen, mut rng) = (Instant::now(), 0, sh.ctx.rng());
+    ws.get_mut().lazy = lazy.is_some();
     let st = &sh.ctx.stats;
     let mut on_item = |item| {
         match ws::message(item)? {
@@ -280,6 +281,7 @@ async fn client(
     }
     .await;
     st.counter("open", Kind::Gauge).dec();
+    ws.get_mut().lazy = false;
     match ended {
         Err(f) => _ = st.fail("meter", &at, f),
         Ok(()) if sh.ctx.close_ws("meter", &at, &mut ws).await => {
