@@ -247,6 +247,36 @@ impl WsConn {
         Ok(p.end)
     }
 
+    /// Sends what tungstenite queued, then takes what the socket holds now with one
+    /// non-blocking `recv`, leaving no readiness poll armed: a client that reads on
+    /// its own schedule does not make every frame the server sends wake it (on
+    /// loopback that wake-up is paid by the sending server's CPU).
+    pub async fn fill_now(&mut self) -> Result<Option<usize>, WsError> {
+        use std::os::fd::AsRawFd;
+        self.write_queued().await?;
+        let fd = self.s.as_raw_fd();
+        let p = self.ws.get_mut();
+        p.rx.copy_within(p.start..p.end, 0);
+        p.end -= p.start;
+        p.start = 0;
+        if p.end < p.rx.len() {
+            let free = &mut p.rx[p.end..];
+            // SAFETY: `free` is a valid writable buffer of its length.
+            let n =
+                unsafe { libc::recv(fd, free.as_mut_ptr().cast(), free.len(), libc::MSG_DONTWAIT) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    return Err(e.into());
+                }
+                return Ok((p.end > 0).then_some(p.end));
+            }
+            p.eof = n == 0;
+            p.end += n as usize;
+        }
+        Ok(Some(p.end))
+    }
+
     /// Write `tx[sent..]` to the socket, recording progress after every
     /// write so a dropped call never sends a byte twice.
     async fn write_queued(&mut self) -> Result<(), WsError> {

@@ -509,7 +509,7 @@ async fn conn_task(sh: Rc<Shared>, room: Rc<Room>, mut ws: WsConn, role: Role, f
                 let mut rr = None;
                 if now >= next_read {
                     next_read = now + lazy_d;
-                    rr = future::poll_once(ws.fill()).await;
+                    rr = ws.fill_now().await.transpose();
                     if let Some(Ok(n)) = rr {
                         if n >= 1024 {
                             // more may be waiting: come back at once
