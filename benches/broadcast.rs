@@ -1,16 +1,20 @@
-//! One broadcast to a room of 1,000 members, both ways a frame reaches a member: the
+//! One broadcast to a room of 1,000 members, the ways a frame can reach a member: the
 //! fallback (wake every member's task, each takes the newest frame — in memory, short
 //! of the socket write) and the direct path (the room writes the shared frame into each
-//! member's lent socket itself — here 1,000 Unix socket pairs, real sends).
+//! member's lent socket itself — here 1,000 Unix socket pairs, real sends), once as
+//! one `send(2)` per member and once as the server does it, batches of io_uring
+//! `SEND`s ([`Fanout`]).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use kakigori::meter::broadcast::Broadcast;
 use kakigori::meter::value::write_reading;
+use kakigori::ws::fanout::Fanout;
 use kakigori::ws::slot::Slot;
 use std::hint::black_box;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Wake, Waker};
@@ -41,7 +45,9 @@ fn bench(c: &mut Criterion) {
     let counter = Arc::new(CountingWake(AtomicU64::new(0)));
     let waker = Waker::from(counter.clone());
     let broadcast = Broadcast::default();
-    let slots: Vec<Slot> = (0..MEMBERS).map(|_| Slot::new(0, 30_000)).collect();
+    let slots: Vec<Rc<Slot>> = (0..MEMBERS)
+        .map(|_| Rc::new(Slot::new(0, 30_000)))
+        .collect();
     let mut json = Vec::with_capacity(64);
     let mut count = 0u64;
     c.bench_function("broadcast/wake_1000_members", |b| {
@@ -69,27 +75,47 @@ fn bench(c: &mut Criterion) {
         slot.lend_socket(ours.as_raw_fd());
         theirs.set_nonblocking(true).expect("non-blocking");
     }
+    let fanout = Fanout::new().expect("an io_uring");
     let mut sink = [0u8; 4096];
-    c.bench_function("broadcast/write_1000_lent_sockets", |b| {
-        b.iter_custom(|iterations| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iterations {
-                count += 1;
-                let started = Instant::now();
-                publish(&broadcast, &mut json, count);
-                let (frame, version) = (broadcast.frame(), broadcast.version());
-                let sent = slots
-                    .iter()
-                    .filter(|slot| slot.offer_broadcast(&frame, version))
-                    .count();
-                spent += started.elapsed();
-                assert_eq!(sent, MEMBERS, "every lent socket takes a frame");
-                for (_, mut theirs) in pairs.iter().map(|(a, b)| (a, b)) {
-                    while theirs.read(&mut sink).is_ok_and(|n| n > 0) {}
+    let mut write_all = |name: &str, write: &dyn Fn(&Rc<[u8]>, u64) -> usize| {
+        c.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iterations {
+                    count += 1;
+                    let started = Instant::now();
+                    publish(&broadcast, &mut json, count);
+                    let sent = write(&broadcast.frame(), broadcast.version());
+                    spent += started.elapsed();
+                    assert_eq!(sent, MEMBERS, "every lent socket takes a frame");
+                    for (_, mut theirs) in pairs.iter().map(|(a, b)| (a, b)) {
+                        while theirs.read(&mut sink).is_ok_and(|n| n > 0) {}
+                    }
                 }
-            }
-            spent
-        })
+                spent
+            })
+        });
+    };
+    write_all("broadcast/send_per_member_1000", &|frame, version| {
+        slots
+            .iter()
+            .filter(|slot| {
+                let socket = slot.lent_socket().expect("lent");
+                // SAFETY: the socket is open and the frame valid for its length.
+                let written = unsafe {
+                    libc::send(
+                        socket,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                slot.broadcast_written(frame, version, written)
+            })
+            .count()
+    });
+    write_all("broadcast/io_uring_batch_1000", &|frame, version| {
+        fanout.broadcast(frame, version, &slots)
     });
 }
 

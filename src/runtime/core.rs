@@ -27,6 +27,7 @@ use crate::services::orders::{LocalDesk, OrderDesk};
 use crate::services::rooms::{RoomSettings, Rooms};
 use crate::services::screens::{ScreenSettings, Viewers};
 use crate::services::RoomBudget;
+use crate::ws::fanout::Fanout;
 use futures_lite::future::BoxedLocal;
 use glommio::channels::channel_mesh::Senders;
 use std::rc::{Rc, Weak};
@@ -74,6 +75,7 @@ impl Core {
         shared: Arc<Shared>,
         mesh: Senders<super::calls::Envelope>,
         book: Option<Rc<OrderBook>>,
+        fanout: Fanout,
     ) -> Rc<Core> {
         Rc::new_cyclic(|core: &Weak<Core>| {
             let config = &shared.config;
@@ -97,6 +99,7 @@ impl Core {
                     clock.clone(),
                     metrics.clone(),
                     budget.clone(),
+                    Rc::new(fanout),
                 )),
                 lobbies: Rc::new(Lobbies::new(
                     LobbySettings {

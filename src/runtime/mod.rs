@@ -258,7 +258,9 @@ async fn serve_core(
     } else {
         None
     };
-    let core = Core::new(id, shared, senders, book);
+    let fanout = crate::ws::fanout::Fanout::new()
+        .map_err(|e| format!("cannot open core {id}'s broadcast io_uring: {e}"))?;
+    let core = Core::new(id, shared, senders, book, fanout);
     core.listen_to_peers(receivers);
     core.sockets.start_sweeper();
     core.start_releasing_emptied_rooms();

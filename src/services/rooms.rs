@@ -15,6 +15,7 @@ use crate::meter::rate::RateLimit;
 use crate::meter::value;
 use crate::meter::window::{Contribution, Window};
 use crate::metrics::{Ignored, Metrics, Rejected};
+use crate::ws::fanout::Fanout;
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub struct Rooms {
     clock: Rc<Clock>,
     metrics: Rc<Metrics>,
     budget: Rc<RoomBudget>,
+    fanout: Rc<Fanout>,
 }
 
 struct Room {
@@ -80,6 +82,7 @@ impl Rooms {
         clock: Rc<Clock>,
         metrics: Rc<Metrics>,
         budget: Rc<RoomBudget>,
+        fanout: Rc<Fanout>,
     ) -> Rooms {
         Rooms {
             rooms: RefCell::new(HashMap::new()),
@@ -87,6 +90,7 @@ impl Rooms {
             clock,
             metrics,
             budget,
+            fanout,
         }
     }
 
@@ -166,16 +170,17 @@ impl Rooms {
         }
         let due_ms = room.last_broadcast_ms.get() + interval_ms;
         if interval_ms == 0 || room.broadcast.version() == 0 || now_ms >= due_ms {
-            room.broadcast(now_ms, &self.metrics);
+            room.broadcast(now_ms, &self.metrics, &self.fanout);
             return;
         }
         room.flush_scheduled.set(true);
         let room = room.clone();
         let (clock, metrics) = (self.clock.clone(), self.metrics.clone());
+        let fanout = self.fanout.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(Duration::from_millis(due_ms - now_ms)).await;
             room.flush_scheduled.set(false);
-            room.broadcast(clock.now_ms(), &metrics);
+            room.broadcast(clock.now_ms(), &metrics, &fanout);
         })
         .detach();
     }
@@ -184,7 +189,7 @@ impl Rooms {
 impl Room {
     /// Encodes the current average once and writes it into every member's socket that
     /// is free to take it; wakes the others, which send it (or a newer one) themselves.
-    fn broadcast(&self, now_ms: u64, metrics: &Metrics) {
+    fn broadcast(&self, now_ms: u64, metrics: &Metrics, fanout: &Fanout) {
         let reading = self.window.borrow_mut().read(now_ms);
         let mut json = self.json.borrow_mut();
         json.clear();
@@ -192,15 +197,8 @@ impl Room {
         self.broadcast.publish(&json);
         self.last_broadcast_ms.set(now_ms);
         let (frame, version) = (self.broadcast.frame(), self.broadcast.version());
-        let mut sent = 0;
-        for slot in self.members.borrow().iter() {
-            if slot.offer_broadcast(&frame, version) {
-                sent += 1;
-            } else {
-                slot.wake();
-            }
-        }
-        metrics.ws_out(sent);
+        let sent = fanout.broadcast(&frame, version, &self.members.borrow());
+        metrics.ws_out(sent as u64);
         if let Some(since) = self.pending_since.take() {
             metrics.broadcast_latency(since.elapsed().as_micros() as u64);
         }
@@ -299,6 +297,7 @@ mod tests {
             Rc::new(Clock::manual(1_000)),
             metrics(),
             budget(rooms_max),
+            Rc::new(Fanout::new().unwrap()),
         ))
     }
 

@@ -2,6 +2,7 @@
 //! reassembly, the upgrade rules of SPEC.md §2, and the [`slot::Slot`] through which a
 //! room talks to a connection it never touches. The connection loop is `net::ws`.
 
+pub mod fanout;
 pub mod frame;
 pub mod handshake;
 pub mod message;

@@ -5,9 +5,8 @@
 //! A room leaves personal frames here and wakes the connection, which does its own
 //! writing. Broadcasts take a shorter way: while the connection has nothing queued it
 //! lends the room its socket, and the room writes the shared frame straight into it
-//! ([`Slot::offer_broadcast`]) — one non-blocking send per member, no task woken. Only
-//! a member whose socket is full falls back to its own task, which then writes just the
-//! newest frame (conflation).
+//! (see [`super::fanout`]) — no task woken. Only a member whose socket is full falls
+//! back to its own task, which then writes just the newest frame (conflation).
 
 use super::frame::{self, Opcode};
 use crate::limits::{OUTBOX_BYTES_MAX, SERVER_FRAME_HEADER_BYTES_MAX};
@@ -78,32 +77,25 @@ impl Slot {
         self.lent_socket.set(NO_SOCKET);
     }
 
-    /// Writes broadcast `frame` (version `version`) straight into the lent socket.
-    /// True when all of it went out; otherwise the connection must be woken: the
-    /// socket was not lent, was full (the connection will send the newest frame when
-    /// it drains), took only part (the connection sends the rest first), or failed (the
-    /// connection will see the error).
-    pub fn offer_broadcast(&self, frame: &Rc<[u8]>, version: u64) -> bool {
+    /// The socket the connection lent, if it did.
+    pub fn lent_socket(&self) -> Option<RawFd> {
         let socket = self.lent_socket.get();
-        if socket == NO_SOCKET {
-            return false;
-        }
-        // SAFETY: the connection lends the descriptor only while it owns the open socket
-        // and writes nothing itself; the buffer is valid for its length.
-        let sent = unsafe {
-            libc::send(
-                socket,
-                frame.as_ptr().cast(),
-                frame.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if sent == frame.len() as isize {
+        (socket != NO_SOCKET).then_some(socket)
+    }
+
+    /// Records what writing broadcast `frame` (version `version`) into the lent socket
+    /// did: `written` bytes, or a negative errno. True when all of it went out;
+    /// otherwise the socket goes back to the connection, which must be woken: the
+    /// socket was full (the connection will send the newest frame when it drains),
+    /// took only part (the connection sends the rest first), or failed (the
+    /// connection will see the error).
+    pub fn broadcast_written(&self, frame: &Rc<[u8]>, version: u64, written: isize) -> bool {
+        if written == frame.len() as isize {
             self.broadcast_seen.set(version);
             return true;
         }
-        if sent > 0 {
-            *self.broadcast_rest.borrow_mut() = Some((frame.clone(), sent as usize));
+        if written > 0 {
+            *self.broadcast_rest.borrow_mut() = Some((frame.clone(), written as usize));
             self.broadcast_seen.set(version);
         }
         self.take_socket_back();
@@ -173,9 +165,6 @@ impl Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixStream;
 
     fn frame(text: &str) -> Rc<[u8]> {
         let mut bytes = Vec::new();
@@ -184,86 +173,47 @@ mod tests {
     }
 
     #[test]
-    fn a_lent_socket_takes_the_frame_and_the_version_is_seen() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
+    fn a_whole_write_is_seen_and_keeps_the_socket_lent() {
         let slot = Slot::new(0, 1000);
+        assert_eq!(slot.lent_socket(), None, "nothing lent yet");
+        slot.lend_socket(5);
         let hello = frame("hello");
-        assert!(!slot.offer_broadcast(&hello, 1), "nothing lent yet");
-        slot.lend_socket(ours.as_raw_fd());
-        assert!(slot.offer_broadcast(&hello, 1));
+        assert!(slot.broadcast_written(&hello, 1, hello.len() as isize));
         assert_eq!(slot.broadcast_seen.get(), 1);
-        let mut got = vec![0; hello.len()];
-        theirs.read_exact(&mut got).unwrap();
-        assert_eq!(&got[..], &hello[..]);
+        assert_eq!(slot.lent_socket(), Some(5));
     }
 
     #[test]
     fn queueing_anything_takes_the_socket_back() {
-        let (ours, _theirs) = UnixStream::pair().unwrap();
         let slot = Slot::new(0, 1000);
-        slot.lend_socket(ours.as_raw_fd());
+        slot.lend_socket(5);
         slot.send_text(b"personal");
-        assert!(
-            !slot.offer_broadcast(&frame("x"), 1),
-            "the outbox goes first"
-        );
-        slot.lend_socket(ours.as_raw_fd());
+        assert_eq!(slot.lent_socket(), None, "the outbox goes first");
+        slot.lend_socket(5);
         slot.close(1000);
-        assert!(
-            !slot.offer_broadcast(&frame("x"), 1),
-            "nothing after a close"
-        );
+        assert_eq!(slot.lent_socket(), None, "nothing after a close");
     }
 
     #[test]
-    fn a_full_socket_keeps_the_rest_for_the_connection() {
-        let (ours, mut theirs) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
+    fn a_part_written_frame_is_kept_for_the_connection() {
         let slot = Slot::new(0, 1000);
-        let big = frame(&"x".repeat(60_000));
-        let mut version = 0;
-        let mut sent_whole = 0;
-        loop {
-            version += 1;
-            slot.lend_socket(ours.as_raw_fd());
-            if !slot.offer_broadcast(&big, version) {
-                break;
-            }
-            sent_whole += 1;
-        }
-        let rest = slot.broadcast_rest().borrow().clone();
-        if let Some((rest_of, offset)) = rest {
-            assert!(Rc::ptr_eq(&rest_of, &big) && offset > 0 && offset < big.len());
-            assert_eq!(
-                slot.broadcast_seen.get(),
-                version,
-                "a begun frame counts as sent"
-            );
-        } else {
-            assert_eq!(
-                slot.broadcast_seen.get(),
-                version - 1,
-                "a refused frame does not"
-            );
-        }
-        assert!(
-            !slot.offer_broadcast(&big, version + 1),
-            "the socket is taken back"
-        );
-        assert!(theirs.read(&mut [0; 16]).unwrap() > 0);
-        assert!(sent_whole > 0);
+        slot.lend_socket(5);
+        let big = frame(&"x".repeat(1000));
+        assert!(!slot.broadcast_written(&big, 3, 400));
+        let rest = slot.broadcast_rest().borrow().clone().unwrap();
+        assert!(Rc::ptr_eq(&rest.0, &big) && rest.1 == 400);
+        assert_eq!(slot.broadcast_seen.get(), 3, "a begun frame counts as sent");
+        assert_eq!(slot.lent_socket(), None);
     }
 
     #[test]
-    fn a_closed_peer_is_left_to_the_connection() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        drop(theirs);
+    fn a_refused_write_is_not_seen() {
         let slot = Slot::new(0, 1000);
-        slot.lend_socket(ours.as_raw_fd());
-        assert!(
-            !slot.offer_broadcast(&frame("x"), 1),
-            "no SIGPIPE, no panic"
-        );
+        slot.lend_socket(5);
+        assert!(!slot.broadcast_written(&frame("x"), 1, -(libc::EAGAIN as isize)));
+        assert!(!slot.broadcast_written(&frame("x"), 2, -(libc::EPIPE as isize)));
         assert_eq!(slot.broadcast_seen.get(), 0);
+        assert!(slot.broadcast_rest().borrow().is_none());
+        assert_eq!(slot.lent_socket(), None);
     }
 }

@@ -1,0 +1,208 @@
+//! One broadcast frame into many sockets with one system call per batch.
+//!
+//! A room's broadcast is the same bytes for every member. Written with one `send(2)`
+//! each, every member costs a system call's entry, exit and file lookup on top of
+//! the TCP work. The core keeps an io_uring of its own (glommio does not let its
+//! users submit): the room queues one `SEND` per member whose socket is lent, and
+//! one `io_uring_enter` issues the whole batch. `MSG_DONTWAIT` makes every send
+//! finish during that call — it writes what fits or fails with `EAGAIN`, it never
+//! waits for room — so all completions are collected before `broadcast` returns,
+//! while the frame and the lent descriptors are still what they were. A member that
+//! did not take the whole frame is handed back to its connection (see
+//! [`Slot::broadcast_written`]).
+
+use super::slot::Slot;
+use io_uring::{opcode, types, IoUring};
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+
+/// Sends queued per `io_uring_enter`: a bigger room takes several batches. Also the
+/// submission queue's size (the completion queue is twice that, so it cannot
+/// overflow while one batch is collected).
+const BATCH_SENDS_MAX: usize = 1024;
+
+/// The core's broadcast ring.
+pub struct Fanout {
+    ring: RefCell<IoUring>,
+}
+
+impl Fanout {
+    /// Opens the core's ring. Call on the core's own thread: only that thread submits.
+    pub fn new() -> io::Result<Fanout> {
+        let entries = BATCH_SENDS_MAX as u32;
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .setup_submit_all()
+            .build(entries)
+            // Kernels before 6.0 know neither flag; the ring works without them.
+            .or_else(|_| IoUring::builder().build(entries))?;
+        Ok(Fanout {
+            ring: RefCell::new(ring),
+        })
+    }
+
+    /// Writes `frame` (broadcast `version`) into the socket of every member that lent
+    /// one, and wakes every member that did not take all of it so its connection sends
+    /// the rest or the newest frame itself. Returns how many took the whole frame.
+    pub fn broadcast(&self, frame: &Rc<[u8]>, version: u64, members: &[Rc<Slot>]) -> usize {
+        let mut ring = self.ring.borrow_mut();
+        let mut sent = 0;
+        for batch in members.chunks(BATCH_SENDS_MAX) {
+            let mut queued = 0;
+            {
+                let mut queue = ring.submission();
+                for (position, slot) in batch.iter().enumerate() {
+                    let Some(socket) = slot.lent_socket() else {
+                        slot.wake();
+                        continue;
+                    };
+                    let send =
+                        opcode::Send::new(types::Fd(socket), frame.as_ptr(), frame.len() as u32)
+                            .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+                            .build()
+                            .user_data(position as u64);
+                    // SAFETY: the frame outlives the batch (every completion is collected
+                    // below, before `frame` can be dropped), and a lent descriptor stays
+                    // open while this synchronous call runs. The queue has room: it holds
+                    // one batch and is emptied by every submit.
+                    unsafe { queue.push(&send) }.expect("a batch fits the submission queue");
+                    queued += 1;
+                }
+            }
+            let mut collected = 0;
+            while collected < queued {
+                if let Err(e) = ring.submit_and_wait(queued - collected) {
+                    // Interrupted, or the kernel is short of memory for a moment: the
+                    // batch is still queued, so submitting again is safe.
+                    assert!(
+                        matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                        ),
+                        "io_uring_enter for a broadcast batch failed: {e}"
+                    );
+                    continue;
+                }
+                for done in ring.completion() {
+                    collected += 1;
+                    let slot = &batch[done.user_data() as usize];
+                    if slot.broadcast_written(frame, version, done.result() as isize) {
+                        sent += 1;
+                    } else {
+                        slot.wake();
+                    }
+                }
+            }
+        }
+        sent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::{self, Opcode};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
+
+    fn frame(text: &str) -> Rc<[u8]> {
+        let mut bytes = Vec::new();
+        frame::encode_frame(Opcode::Text, text.as_bytes(), &mut bytes);
+        Rc::from(bytes)
+    }
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn watched_slot() -> (Rc<Slot>, Arc<Count>) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let slot = Rc::new(Slot::new(0, 1000));
+        slot.register(&Waker::from(count.clone()));
+        (slot, count)
+    }
+
+    #[test]
+    fn lent_sockets_get_the_frame_and_the_others_are_woken() {
+        let fanout = Fanout::new().unwrap();
+        let pairs: Vec<_> = (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+        let slots: Vec<_> = (0..4).map(|_| watched_slot()).collect();
+        for ((slot, _), (ours, _)) in slots.iter().zip(&pairs) {
+            slot.lend_socket(ours.as_raw_fd());
+        }
+        let members: Vec<_> = slots.iter().map(|(slot, _)| slot.clone()).collect();
+        let hello = frame("hello");
+        assert_eq!(fanout.broadcast(&hello, 7, &members), 3);
+        for (_, theirs) in &pairs {
+            let mut got = vec![0; hello.len()];
+            (&*theirs).read_exact(&mut got).unwrap();
+            assert_eq!(&got[..], &hello[..]);
+        }
+        for (slot, woken) in &slots[..3] {
+            assert_eq!(slot.broadcast_seen.get(), 7);
+            assert_eq!(woken.0.load(Ordering::Relaxed), 0, "written, not woken");
+        }
+        let (unlent, woken) = &slots[3];
+        assert_eq!(unlent.broadcast_seen.get(), 0);
+        assert_eq!(woken.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_room_bigger_than_a_batch_is_sent_whole() {
+        let fanout = Fanout::new().unwrap();
+        let members_n = BATCH_SENDS_MAX + 5;
+        let pairs: Vec<_> = (0..members_n)
+            .map(|_| UnixStream::pair().unwrap())
+            .collect();
+        let members: Vec<_> = pairs
+            .iter()
+            .map(|(ours, _)| {
+                let slot = Rc::new(Slot::new(0, 1000));
+                slot.lend_socket(ours.as_raw_fd());
+                slot
+            })
+            .collect();
+        assert_eq!(fanout.broadcast(&frame("x"), 1, &members), members_n);
+        assert!(members.iter().all(|slot| slot.broadcast_seen.get() == 1));
+    }
+
+    #[test]
+    fn a_full_socket_or_a_gone_peer_goes_back_to_its_connection() {
+        let fanout = Fanout::new().unwrap();
+        let (full, mut full_peer) = UnixStream::pair().unwrap();
+        let (gone, gone_peer) = UnixStream::pair().unwrap();
+        drop(gone_peer);
+        let (full_slot, full_woken) = watched_slot();
+        let (gone_slot, gone_woken) = watched_slot();
+        let members = vec![full_slot.clone(), gone_slot.clone()];
+        let big = frame(&"x".repeat(60_000));
+        let mut version = 0;
+        loop {
+            version += 1;
+            full_slot.lend_socket(full.as_raw_fd());
+            gone_slot.lend_socket(gone.as_raw_fd());
+            if fanout.broadcast(&big, version, &members) == 0 {
+                break;
+            }
+            assert!(version < 1000, "the socket never filled");
+        }
+        assert!(full_woken.0.load(Ordering::Relaxed) >= 1);
+        assert!(gone_woken.0.load(Ordering::Relaxed) >= 1);
+        assert_eq!(
+            gone_slot.broadcast_seen.get(),
+            0,
+            "no SIGPIPE, nothing seen"
+        );
+        assert_eq!(full_slot.lent_socket(), None, "the connection has it back");
+        assert!(full_peer.read(&mut [0; 16]).unwrap() > 0);
+    }
+}
