@@ -103,19 +103,13 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::frame::{self, Opcode};
+    use crate::ws::slot::tests::frame;
     use std::io::Read;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::{Wake, Waker};
-
-    fn frame(text: &str) -> Rc<[u8]> {
-        let mut bytes = Vec::new();
-        frame::encode_frame(Opcode::Text, text.as_bytes(), &mut bytes);
-        Rc::from(bytes)
-    }
 
     struct Count(AtomicUsize);
     impl Wake for Count {

@@ -163,10 +163,11 @@ impl Slot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn frame(text: &str) -> Rc<[u8]> {
+    /// A text frame as a room would share it.
+    pub(crate) fn frame(text: &str) -> Rc<[u8]> {
         let mut bytes = Vec::new();
         frame::encode_frame(Opcode::Text, text.as_bytes(), &mut bytes);
         Rc::from(bytes)
