@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:-10}
-cargo build --release -q -p kakigori -p kakigori-loadtest
+# The benches are part of the build so that cargo resolves the dev-dependencies'
+# features as `cargo bench` does: CI's bench step has then built everything but the
+# harness, where without them cargo would build the server a second time.
+cargo build --release -q --workspace --bins --bench '*'
 data=$(mktemp -d)
 token=ci-load-staff-token-0123456789
 port=18099
