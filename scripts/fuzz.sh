@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh [SECONDS]            all targets, one after another
 #   FUZZ_TARGETS="query ws_frames" scripts/fuzz.sh 10
 #   FUZZ_JOBS=2 scripts/fuzz.sh 15       two targets at a time (libFuzzer uses one core)
+#   scripts/fuzz.sh --build-only         builds the targets, fuzzes nothing
 #
 # Needs only the stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly
 # sanitizer flags. cargo-fuzz is installed on first use. The committed seeds in
@@ -15,6 +16,11 @@
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
 
+build_only=false
+if [ "${1:-}" = --build-only ]; then
+    build_only=true
+    shift
+fi
 seconds="${1:-30}"
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     echo "usage: $0 [SECONDS]  (a whole number of seconds per target, default 30)" >&2
@@ -40,6 +46,9 @@ targets="${FUZZ_TARGETS:-$all_targets}"
 
 echo "== building fuzz targets" >&2
 cargo fuzz build
+if "$build_only"; then
+    exit 0
+fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/kakigori-fuzz.XXXXXX")
 # journal_recover writes its journals here (tmpfs when available, see the target).
