@@ -2,11 +2,25 @@
 # A short load-test run for CI: a fresh release server, then 10 s each of the `meter`,
 # `rest` and `confirm` scenarios. Fails on any protocol violation the harness reports;
 # timings are printed, never judged.
+#
+#   scripts/ci-load.sh [SECONDS]     each scenario for SECONDS (default 10)
+#   scripts/ci-load.sh --build-only  the release build only (CI builds before it runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=false
+if [ "${1:-}" = --build-only ]; then
+  build_only=true
+  shift
+fi
 seconds=${1:-10}
-cargo build --release -q -p kakigori -p kakigori-loadtest
+# The benches are part of the build so that cargo resolves the dev-dependencies'
+# features as `cargo bench` does, and the two share one release build: without them
+# cargo would build the server and most of its dependencies a second time.
+cargo build --release -q --workspace --bins --bench '*'
+if "$build_only"; then
+  exit 0
+fi
 data=$(mktemp -d)
 token=ci-load-staff-token-0123456789
 port=18099

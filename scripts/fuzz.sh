@@ -2,8 +2,10 @@
 # Runs every cargo-fuzz target in fuzz/ for SECONDS each (default 30) and fails if any
 # of them finds a crash (a panic, an ASan report, a timeout or an out-of-memory).
 #
-#   scripts/fuzz.sh [SECONDS]            all targets
+#   scripts/fuzz.sh [SECONDS]            all targets, one after another
 #   FUZZ_TARGETS="query ws_frames" scripts/fuzz.sh 10
+#   FUZZ_JOBS=2 scripts/fuzz.sh 15       two targets at a time (libFuzzer uses one core)
+#   scripts/fuzz.sh --build-only         builds the targets, fuzzes nothing
 #
 # Needs only the stable toolchain: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly
 # sanitizer flags. cargo-fuzz is installed on first use. The committed seeds in
@@ -14,9 +16,20 @@
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run <target> fuzz/artifacts/<target>/<file>
 set -euo pipefail
 
+build_only=false
+if [ "${1:-}" = --build-only ]; then
+    build_only=true
+    shift
+fi
 seconds="${1:-30}"
 if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
     echo "usage: $0 [SECONDS]  (a whole number of seconds per target, default 30)" >&2
+    exit 2
+fi
+
+jobs="${FUZZ_JOBS:-1}"
+if ! [[ "$jobs" =~ ^[0-9]+$ ]] || [ "$jobs" -lt 1 ]; then
+    echo "FUZZ_JOBS must be a whole number of targets to fuzz at once (at least 1)" >&2
     exit 2
 fi
 
@@ -33,6 +46,9 @@ targets="${FUZZ_TARGETS:-$all_targets}"
 
 echo "== building fuzz targets" >&2
 cargo fuzz build
+if "$build_only"; then
+    exit 0
+fi
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/kakigori-fuzz.XXXXXX")
 # journal_recover writes its journals here (tmpfs when available, see the target).
@@ -45,16 +61,16 @@ fi
 trap 'rm -rf "$scratch" "$journal_tmp"' EXIT
 export KAKIGORI_FUZZ_TMP="$journal_tmp"
 
-failed=()
-summary=()
-for target in $targets; do
+# Fuzzes one target; leaves its exit status in $scratch/$target.status, its summary line
+# in $scratch/$target.summary and its log in $scratch/$target.log, to be reported once
+# every target is done.
+fuzz_target() {
+    local target=$1 corpus log status=0 execs outcome dict=()
     corpus="$scratch/corpus/$target"
     [ -n "${FUZZ_KEEP_CORPUS:-}" ] && corpus="$FUZZ_KEEP_CORPUS/$target"
     mkdir -p "$corpus" "fuzz/corpus/$target"
     log="$scratch/$target.log"
     echo "== fuzzing $target for ${seconds}s" >&2
-    status=0
-    dict=()
     [ -f "fuzz/dict/$target.dict" ] && dict=(-dict="fuzz/dict/$target.dict")
     # The first corpus directory is where libFuzzer writes; the seeds come second.
     cargo fuzz run "$target" "$corpus" "fuzz/corpus/$target" -- \
@@ -68,21 +84,39 @@ for target in $targets; do
         # A crash ends the run before the final stats: take the last progress line.
         execs=$(sed -n 's/^#\([0-9]*\)[[:space:]].*/\1/p' "$log" | tail -n 1)
     fi
-    execs="${execs:-?}"
-    if [ "$status" -ne 0 ]; then
+    outcome=ok
+    [ "$status" -ne 0 ] && outcome="CRASH (exit $status)"
+    printf '%-16s %12s execs  %s\n' "$target" "${execs:-?}" "$outcome" >"$scratch/$target.summary"
+    echo "$status" >"$scratch/$target.status"
+}
+
+# At most $jobs targets at once: `wait -n` returns when any one of them ends.
+running=0
+for target in $targets; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    fuzz_target "$target" &
+    running=$((running + 1))
+done
+wait
+
+failed=()
+for target in $targets; do
+    if [ "$(cat "$scratch/$target.status" 2>/dev/null)" != 0 ]; then
         failed+=("$target")
-        summary+=("$(printf '%-16s %12s execs  CRASH (exit %d)' "$target" "$execs" "$status")")
         echo "---- $target failed; the end of its log:" >&2
-        grep -E "panicked at|ERROR: |SUMMARY|Test unit written|artifact_prefix|Base64" "$log" >&2 || true
-        tail -n 40 "$log" >&2
-    else
-        summary+=("$(printf '%-16s %12s execs  ok' "$target" "$execs")")
+        grep -E "panicked at|ERROR: |SUMMARY|Test unit written|artifact_prefix|Base64" "$scratch/$target.log" >&2 || true
+        tail -n 40 "$scratch/$target.log" >&2 || true
     fi
 done
 
 echo
 echo "== fuzz summary (${seconds}s per target)"
-printf '%s\n' "${summary[@]}"
+for target in $targets; do
+    cat "$scratch/$target.summary" 2>/dev/null || printf '%-16s did not finish\n' "$target"
+done
 if [ "${#failed[@]}" -ne 0 ]; then
     echo "crashed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
     exit 1
