@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
             }
             let mut bytes = 0;
             for slot in &slots {
-                if let Some((frame, _)) = broadcast.newest_after(&slot.broadcast_seen) {
+                if let Some(frame) = broadcast.newest_after(&slot.broadcast_seen) {
                     bytes += frame.len();
                 }
             }
@@ -115,7 +115,7 @@ fn bench(c: &mut Criterion) {
             .count()
     });
     write_all("broadcast/io_uring_batch_1000", &|frame, version| {
-        fanout.broadcast(frame, version, &slots)
+        fanout.broadcast(frame, version, &slots).sent
     });
 }
 

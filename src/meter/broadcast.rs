@@ -1,8 +1,9 @@
 //! One room's broadcast stream: the newest `{"average","count"}` frame, encoded once into
 //! shared bytes with a version number. A member keeps the version it has seen (one
-//! `u64`) and takes the newest frame it has not sent; versions it skipped were conflated. However many
-//! members a room has and however slowly they read, a broadcast costs one encode and
-//! each member O(1) memory.
+//! `u64`) and takes the newest frame it has not sent; versions it skipped were conflated
+//! (the room counts them as it replaces them, see `ws::fanout`). However many members a
+//! room has and however slowly they read, a broadcast costs one encode and each member
+//! O(1) memory.
 
 use crate::ws::frame::{self, Opcode};
 use std::cell::{Cell, RefCell};
@@ -42,16 +43,13 @@ impl Broadcast {
         self.frame.borrow().clone()
     }
 
-    /// The newest frame if it is newer than version `seen`, which it then advances, and
-    /// how many older ones it replaces unsent (conflated).
-    pub fn newest_after(&self, seen: &Cell<u64>) -> Option<(Rc<[u8]>, u64)> {
-        let version = self.version();
-        if version == seen.get() {
+    /// The newest frame if it is newer than version `seen`, which it then advances.
+    pub fn newest_after(&self, seen: &Cell<u64>) -> Option<Rc<[u8]>> {
+        if self.version() == seen.get() {
             return None;
         }
-        let skipped = version - seen.get() - 1;
-        seen.set(version);
-        Some((self.frame(), skipped))
+        seen.set(self.version());
+        Some(self.frame())
     }
 }
 
@@ -60,7 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_member_takes_only_the_newest_and_counts_what_it_skipped() {
+    fn a_member_takes_only_the_newest() {
         let broadcast = Broadcast::default();
         broadcast.publish(b"{\"average\":1,\"count\":1}");
         let late = Cell::new(broadcast.version());
@@ -71,12 +69,11 @@ mod tests {
         );
         broadcast.publish(b"{\"average\":2,\"count\":2}");
         broadcast.publish(b"{\"average\":3,\"count\":3}");
-        let (frame, skipped) = broadcast.newest_after(&early).unwrap();
-        assert_eq!(skipped, 2);
+        let frame = broadcast.newest_after(&early).unwrap();
         assert_eq!(&frame[2..], b"{\"average\":3,\"count\":3}");
         assert_eq!(frame[0], 0x81, "an unmasked final text frame");
-        let (_, skipped) = broadcast.newest_after(&late).unwrap();
-        assert_eq!(skipped, 1);
+        assert_eq!(early.get(), 3);
+        assert!(broadcast.newest_after(&late).is_some());
         assert!(broadcast.newest_after(&early).is_none());
     }
 }

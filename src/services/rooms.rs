@@ -197,8 +197,9 @@ impl Room {
         self.broadcast.publish(&json);
         self.last_broadcast_ms.set(now_ms);
         let (frame, version) = (self.broadcast.frame(), self.broadcast.version());
-        let sent = fanout.broadcast(&frame, version, &self.members.borrow());
-        metrics.ws_out(sent as u64);
+        let delivery = fanout.broadcast(&frame, version, &self.members.borrow());
+        metrics.ws_out(delivery.sent as u64);
+        metrics.conflated(delivery.superseded as u64);
         if let Some(since) = self.pending_since.take() {
             metrics.broadcast_latency(since.elapsed().as_micros() as u64);
         }
@@ -236,17 +237,9 @@ impl Member {
         self.rooms.on_value(&self.room, now_ms);
     }
 
-    /// The room's newest frame if this member has not been sent it; skipped ones count
-    /// as conflated.
+    /// The room's newest frame if this member has not been sent it.
     pub fn newest_broadcast(&mut self) -> Option<Rc<[u8]>> {
-        let (frame, skipped) = self
-            .room
-            .broadcast
-            .newest_after(&self.slot.broadcast_seen)?;
-        if skipped > 0 {
-            self.rooms.metrics.conflated(skipped);
-        }
-        Some(frame)
+        self.room.broadcast.newest_after(&self.slot.broadcast_seen)
     }
 
     /// Frees the record of samples that left the window, so a client that stopped

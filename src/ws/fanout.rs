@@ -22,6 +22,17 @@ use std::rc::Rc;
 /// overflow while one batch is collected).
 const BATCH_SENDS_MAX: usize = 1024;
 
+/// What became of one broadcast.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Members whose socket took the whole frame.
+    pub sent: usize,
+    /// Members that did not take it and had not been sent the previous broadcast
+    /// either: that one is now replaced unsent (conflated). Counted here, as it
+    /// happens, because a member that never reads never runs its own task to notice.
+    pub superseded: usize,
+}
+
 /// The core's broadcast ring.
 pub struct Fanout {
     ring: RefCell<IoUring>,
@@ -45,17 +56,23 @@ impl Fanout {
 
     /// Writes `frame` (broadcast `version`) into the socket of every member that lent
     /// one, and wakes every member that did not take all of it so its connection sends
-    /// the rest or the newest frame itself. Returns how many took the whole frame.
-    pub fn broadcast(&self, frame: &Rc<[u8]>, version: u64, members: &[Rc<Slot>]) -> usize {
+    /// the rest or the newest frame itself.
+    pub fn broadcast(&self, frame: &Rc<[u8]>, version: u64, members: &[Rc<Slot>]) -> Delivery {
         let mut ring = self.ring.borrow_mut();
-        let mut sent = 0;
+        let mut delivery = Delivery::default();
+        let left_behind = |slot: &Slot, delivery: &mut Delivery| {
+            if slot.broadcast_seen.get() + 1 < version {
+                delivery.superseded += 1;
+            }
+            slot.wake();
+        };
         for batch in members.chunks(BATCH_SENDS_MAX) {
             let mut queued = 0;
             {
                 let mut queue = ring.submission();
                 for (position, slot) in batch.iter().enumerate() {
                     let Some(socket) = slot.lent_socket() else {
-                        slot.wake();
+                        left_behind(slot, &mut delivery);
                         continue;
                     };
                     let send =
@@ -89,14 +106,14 @@ impl Fanout {
                     collected += 1;
                     let slot = &batch[done.user_data() as usize];
                     if slot.broadcast_written(frame, version, done.result() as isize) {
-                        sent += 1;
+                        delivery.sent += 1;
                     } else {
-                        slot.wake();
+                        left_behind(slot, &mut delivery);
                     }
                 }
             }
         }
-        sent
+        delivery
     }
 }
 
@@ -135,7 +152,15 @@ mod tests {
         }
         let members: Vec<_> = slots.iter().map(|(slot, _)| slot.clone()).collect();
         let hello = frame("hello");
-        assert_eq!(fanout.broadcast(&hello, 7, &members), 3);
+        let delivery = fanout.broadcast(&hello, 7, &members);
+        assert_eq!(
+            delivery,
+            Delivery {
+                sent: 3,
+                superseded: 1
+            },
+            "the unlent member never had 6 either"
+        );
         for (_, theirs) in &pairs {
             let mut got = vec![0; hello.len()];
             (&*theirs).read_exact(&mut got).unwrap();
@@ -165,7 +190,7 @@ mod tests {
                 slot
             })
             .collect();
-        assert_eq!(fanout.broadcast(&frame("x"), 1, &members), members_n);
+        assert_eq!(fanout.broadcast(&frame("x"), 1, &members).sent, members_n);
         assert!(members.iter().all(|slot| slot.broadcast_seen.get() == 1));
     }
 
@@ -184,7 +209,7 @@ mod tests {
             version += 1;
             full_slot.lend_socket(full.as_raw_fd());
             gone_slot.lend_socket(gone.as_raw_fd());
-            if fanout.broadcast(&big, version, &members) == 0 {
+            if fanout.broadcast(&big, version, &members).sent == 0 {
                 break;
             }
             assert!(version < 1000, "the socket never filled");
