@@ -47,7 +47,7 @@ impl Fanout {
             .setup_coop_taskrun()
             .setup_submit_all()
             .build(entries)
-            // Kernels before 6.0 know neither flag; the ring works without them.
+            // Kernels before 6.0 refuse some of these flags; the ring works without them.
             .or_else(|_| IoUring::builder().build(entries))?;
         Ok(Fanout {
             ring: RefCell::new(ring),
