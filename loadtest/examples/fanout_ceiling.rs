@@ -2,8 +2,8 @@
 //! does nothing but accept WebSockets and, every 20 ms, write one fixed 29-byte text
 //! frame to every connection — with one `send(2)` each, or (`--io-uring`) as batches
 //! of io_uring `SEND`s, the way the server does. It reads and drops what clients send
-//! (epoll, edge-triggered), answers any other request with `200 {"status":"ok"}`, and
-//! holds no room state.
+//! (epoll, edge-triggered; at least one look per tick, even when sending ran over
+//! it), answers any other request with `200 {"status":"ok"}`, and holds no room state.
 //!
 //! Run it where the server would run and point `kakigori-loadtest meter` at it; read
 //! only the delivered frames per second and its CPU from the report (it sends a fixed
@@ -106,17 +106,27 @@ fn send_batched(ring: &mut IoUring, sockets: &[RawFd], frame: &[u8]) -> std::io:
     Ok(())
 }
 
-/// Reads and drops what clients sent until `until`.
+/// Reads and drops what clients sent until `until`. It takes at least one look even
+/// when `until` has passed: a ceiling too busy sending to read would price a broadcast
+/// without the reads the server has to do.
 fn drain_until(epoll: RawFd, until: Instant) {
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut sink = [0u8; 4096];
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        let wait_ms = left.as_millis().max(1) as i32;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let wait_ms = if left.is_zero() {
+            0
+        } else {
+            left.as_millis().max(1) as i32
+        };
         // SAFETY: as above; the buffers are valid for their lengths.
         let ready = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 256, wait_ms) };
         for event in &events[..ready.max(0) as usize] {
             let socket = event.u64 as RawFd;
             while unsafe { libc::recv(socket, sink.as_mut_ptr().cast(), sink.len(), FLAGS) } > 0 {}
+        }
+        if Instant::now() >= until && ready < events.len() as i32 {
+            return;
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::limits::{
     WS_SEND_BUFFER_BYTES,
 };
 use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
+use crate::ws::fanout::{Fanout, Registration};
 use crate::ws::frame::{self, HeaderError, Opcode};
 use crate::ws::message::{Event, Reassembler};
 use crate::ws::slot::Slot;
@@ -48,6 +49,8 @@ pub trait Member: Unpin {
 /// What every WebSocket of a core shares.
 pub struct WsContext {
     pub sockets: Rc<Sockets>,
+    /// The core's broadcast ring, where each connection registers its socket.
+    pub fanout: Rc<Fanout>,
     pub metrics: Rc<Metrics>,
     pub message_bytes_max: usize,
 }
@@ -64,6 +67,8 @@ enum Ending {
 struct Connection<M> {
     context: Rc<WsContext>,
     stream: TcpStream,
+    /// Given back before the stream closes (the ring's table would hold it open).
+    registration: Registration,
     slot: Rc<Slot>,
     member: M,
     /// The start of a frame that has not fully arrived.
@@ -85,9 +90,11 @@ impl<M: Member> Connection<M> {
         leftover: Vec<u8>,
     ) -> Connection<M> {
         let reassembler = Reassembler::new(context.message_bytes_max);
+        let registration = context.fanout.register(stream.as_raw_fd());
         Connection {
             context,
             stream,
+            registration,
             slot,
             member,
             partial: leftover,
@@ -379,11 +386,13 @@ async fn live<M: Member>(mut connection: Connection<M>, permit: Permit, endpoint
     let Connection {
         context,
         stream,
+        registration,
         slot,
         member,
         ..
     } = connection;
     slot.take_socket_back();
+    drop(registration);
     member.leave();
     context.sockets.drop_slot(&slot);
     context.metrics.closed(endpoint);

@@ -93,13 +93,14 @@ impl Core {
                 None => Rc::new(RemoteDesk(core.clone())),
             };
             let chanter = Rc::new(chanter(config, id));
+            let fanout = Rc::new(fanout);
             let services = Services {
                 rooms: Rc::new(Rooms::new(
                     RoomSettings::from_config(config),
                     clock.clone(),
                     metrics.clone(),
                     budget.clone(),
-                    Rc::new(fanout),
+                    fanout.clone(),
                 )),
                 lobbies: Rc::new(Lobbies::new(
                     LobbySettings {
@@ -170,6 +171,7 @@ impl Core {
             });
             let ws = Rc::new(WsContext {
                 sockets: sockets.clone(),
+                fanout,
                 metrics: metrics.clone(),
                 message_bytes_max: config.ws_message_bytes_max,
             });
