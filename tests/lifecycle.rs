@@ -15,11 +15,7 @@ use std::time::{Duration, Instant};
 
 /// Sends `signal` and waits for the exit; SIGKILLs the server (so the test fails instead
 /// of hanging) if it has not exited after `limit`.
-fn signal_and_wait_within(
-    server: &mut Server,
-    signal: i32,
-    limit: Duration,
-) -> (ExitStatus, Duration) {
+fn signal_and_wait_within(server: &mut Server, signal: i32, limit: Duration) -> ExitStatus {
     let pid = server.pid() as i32;
     let (done, cancelled) = mpsc::channel::<()>();
     let guard = thread::spawn(move || {
@@ -28,12 +24,10 @@ fn signal_and_wait_within(
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     });
-    let started = Instant::now();
     let status = server.signal_and_wait(signal);
-    let took = started.elapsed();
     drop(done);
     guard.join().unwrap();
-    (status, took)
+    status
 }
 
 fn wait_for_log(server: &Server, needle: &str) {
@@ -101,7 +95,7 @@ fn sigterm_keeps_every_acknowledged_order_and_exits_zero() {
         })
         .collect();
     thread::sleep(Duration::from_millis(50));
-    let (status, _) = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(30));
+    let status = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(30));
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().unwrap();
@@ -149,7 +143,7 @@ fn sigterm_closes_websockets_with_1001_and_exits() {
         .map(|mut ws| thread::spawn(move || common::close_code(&mut ws)))
         .collect();
     thread::sleep(Duration::from_millis(100));
-    let (status, _) = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
+    let status = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
     for reader in readers {
         assert_eq!(reader.join().unwrap(), Some(1001));
@@ -195,7 +189,7 @@ fn in_flight_requests_finish_idle_ones_close_and_no_new_ones_are_accepted() {
     assert_eq!(answer.header("Connection"), Some("close"));
     let mut rest = Vec::new();
     assert_eq!(busy.read_to_end(&mut rest).unwrap_or(0), 0);
-    let (status, _) = signal_and_wait_within(&mut server, 0, Duration::from_secs(15));
+    let status = signal_and_wait_within(&mut server, 0, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "{}", server.log_text());
     assert!(server.log_text().contains("shutdown complete"));
 }
@@ -219,9 +213,10 @@ fn a_second_signal_ends_a_slow_shutdown_at_once() {
     wait_for_log(&server, "shutting down");
     thread::sleep(Duration::from_millis(300));
     assert!(!server.log_text().contains("shutdown complete"));
-    let (status, took) = signal_and_wait_within(&mut server, libc::SIGINT, Duration::from_secs(30));
+    // Exit code 1 without "shutdown complete" is the abrupt exit: the graceful path would
+    // have ended with 0 after the 20 s timeout, and a hang with the guard's SIGKILL.
+    let status = signal_and_wait_within(&mut server, libc::SIGINT, Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", server.log_text());
-    assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(!server.log_text().contains("shutdown complete"));
     drop(stuck);
 }
@@ -303,12 +298,11 @@ fn notifies_systemd_ready_watchdog_and_stopping_in_order() {
     let response = read_response(&mut BufReader::new(stream)).expect("a response");
     assert_eq!(response.status, 200);
 
-    // Watchdog pings every 100 ms (half of WATCHDOG_USEC), nothing else meanwhile.
-    let started = Instant::now();
+    // Watchdog pings (every 100 ms, half of WATCHDOG_USEC: `ping_interval`'s unit test
+    // checks the period), nothing else meanwhile.
     for _ in 0..4 {
         assert_eq!(datagram(&socket), "WATCHDOG=1");
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
 
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
@@ -353,7 +347,7 @@ fn watchdog_stays_quiet_when_meant_for_another_process() {
         .unwrap();
     let mut buf = [0u8; 64];
     assert!(socket.recv(&mut buf).is_err(), "no watchdog pings expected");
-    let (status, _) = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
+    let status = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -379,8 +373,7 @@ fn a_notify_socket_that_cannot_be_used_is_logged_and_harmless() {
         );
         assert_eq!(server.get("/healthz").status, 200);
         wait_for_log(&server, warning);
-        let (status, _) =
-            signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
+        let status = signal_and_wait_within(&mut server, libc::SIGTERM, Duration::from_secs(15));
         assert_eq!(status.code(), Some(0), "{socket}: {}", server.log_text());
     }
 }
