@@ -1,10 +1,9 @@
-//! A core's WebSocket bookkeeping: every connection's slot, the shared read scratch
-//! buffer, and the heartbeat sweep that pings every connection every 30 s and drops
-//! the silent ones. One sweep task per core replaces a timer per connection: 15,000
+//! A core's WebSocket bookkeeping: every connection's slot, and the heartbeat sweep
+//! that pings every connection every 30 s and drops the silent ones. One sweep task per core replaces a timer per connection: 15,000
 //! idle connections cost one pass over a Vec four times a second.
 
 use crate::clock::Clock;
-use crate::limits::{CLIENT_FRAME_HEADER_BYTES_MAX, HEARTBEAT_SWEEP_MS};
+use crate::limits::HEARTBEAT_SWEEP_MS;
 use crate::placement::Placement;
 use crate::ws::slot::Slot;
 use std::cell::{Cell, RefCell};
@@ -21,7 +20,6 @@ pub struct HeartbeatSettings {
 
 pub struct Sockets {
     clock: Rc<Clock>,
-    scratch: RefCell<Vec<u8>>,
     slots: RefCell<Vec<Rc<Slot>>>,
     heartbeat: HeartbeatSettings,
     /// Set by [`Sockets::close_all`]: connections that join later are closed at once.
@@ -35,15 +33,11 @@ impl Sockets {
     pub fn new(
         clock: Rc<Clock>,
         heartbeat: HeartbeatSettings,
-        message_bytes_max: usize,
         placement: Arc<Placement>,
         core: usize,
     ) -> Sockets {
-        // Room for a whole largest frame after the start of an unfinished one.
-        let scratch_bytes = (2 * (message_bytes_max + CLIENT_FRAME_HEADER_BYTES_MAX)).max(16 << 10);
         Sockets {
             clock,
-            scratch: RefCell::new(vec![0; scratch_bytes]),
             slots: RefCell::new(Vec::new()),
             heartbeat,
             closing: Cell::new(None),
@@ -54,11 +48,6 @@ impl Sockets {
 
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
-    }
-
-    /// One read buffer for every connection of the core: reads never overlap.
-    pub fn scratch(&self) -> &RefCell<Vec<u8>> {
-        &self.scratch
     }
 
     pub fn len(&self) -> usize {
@@ -147,7 +136,6 @@ mod tests {
         Sockets::new(
             Rc::new(Clock::manual(0)),
             heartbeat,
-            4096,
             Arc::new(Placement::new(1, 0)),
             0,
         )

@@ -1,9 +1,10 @@
-//! One WebSocket on its home core: a hand-written future that reads and writes the same
-//! socket in one task. Reads land in the core's shared scratch buffer, so an idle
-//! connection holds no read buffer; only the bytes of an unfinished frame are kept.
-//! Writes come from two places: the slot's outbox of personal frames, and the room's
-//! newest broadcast frame, which is shared bytes written as-is (conflation: a client
-//! that fell behind skips straight to the newest).
+//! One WebSocket on its home core. What the client sends arrives through the core's
+//! receive ring ([`Inbound`]), which hands each buffer to the connection as it comes,
+//! so an idle connection holds no read buffer; only the bytes of an unfinished frame
+//! are kept. The connection's task does the writing, from two places: the slot's
+//! outbox of personal frames, and the room's newest broadcast frame, which is shared
+//! bytes written as-is (conflation: a client that fell behind skips straight to the
+//! newest).
 
 use super::admission::Permit;
 use super::sockets::Sockets;
@@ -14,19 +15,18 @@ use crate::limits::{
 use crate::metrics::{Endpoint, Ignored, Metrics, Rejected};
 use crate::ws::fanout::{Fanout, Registration};
 use crate::ws::frame::{self, HeaderError, Opcode};
+use crate::ws::inbound::{Inbound, Reader, Reading};
 use crate::ws::message::{Event, Reassembler};
 use crate::ws::slot::Slot;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-
-/// Reads per wake-up before the connection yields to its neighbours.
-const READS_PER_POLL_MAX: usize = 8;
 
 /// What a connection is a member of (a meter room, a lobby, a batch, a screen feed),
 /// as the connection sees it.
@@ -51,6 +51,8 @@ pub struct WsContext {
     pub sockets: Rc<Sockets>,
     /// The core's broadcast ring, where each connection registers its socket.
     pub fanout: Rc<Fanout>,
+    /// The core's receive ring, through which every connection reads.
+    pub inbound: Rc<Inbound>,
     pub metrics: Rc<Metrics>,
     pub message_bytes_max: usize,
 }
@@ -64,11 +66,10 @@ enum Ending {
     ByServer,
 }
 
+/// A connection's state, shared by its task (which writes) and the core's receive
+/// ring (which reads).
 struct Connection<M> {
     context: Rc<WsContext>,
-    stream: TcpStream,
-    /// Given back before the stream closes (the ring's table would hold it open).
-    registration: Registration,
     slot: Rc<Slot>,
     member: M,
     /// The start of a frame that has not fully arrived.
@@ -78,29 +79,23 @@ struct Connection<M> {
     outbox_written: usize,
     /// A close frame is queued; no more input is acted on.
     closing: bool,
+    /// The client closed its side or the socket failed: nothing more will be read.
+    input_ended: bool,
     ending: Ending,
 }
 
 impl<M: Member> Connection<M> {
-    fn new(
-        context: Rc<WsContext>,
-        stream: TcpStream,
-        slot: Rc<Slot>,
-        member: M,
-        leftover: Vec<u8>,
-    ) -> Connection<M> {
+    fn new(context: Rc<WsContext>, slot: Rc<Slot>, member: M) -> Connection<M> {
         let reassembler = Reassembler::new(context.message_bytes_max);
-        let registration = context.fanout.register(stream.as_raw_fd());
         Connection {
             context,
-            stream,
-            registration,
             slot,
             member,
-            partial: leftover,
+            partial: Vec::new(),
             reassembler,
             outbox_written: 0,
             closing: false,
+            input_ended: false,
             ending: Ending::ByClient,
         }
     }
@@ -117,38 +112,27 @@ impl<M: Member> Connection<M> {
         frame::encode_close(code, reason, &mut self.slot.outbox().borrow_mut());
     }
 
-    /// Reads what the socket has and acts on every complete frame.
-    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        for _ in 0..READS_PER_POLL_MAX {
-            if self.closing {
-                return Poll::Pending;
-            }
-            let context = self.context.clone();
-            let scratch_cell = context.sockets.scratch();
-            let mut scratch = scratch_cell.borrow_mut();
-            let kept = self.partial.len();
-            scratch[..kept].copy_from_slice(&self.partial);
-            let read = match Pin::new(&mut self.stream).poll_read(cx, &mut scratch[kept..]) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            };
-            self.slot.last_heard_ms.set(context.sockets.now_ms());
-            let consumed = self.on_bytes(&mut scratch[..kept + read]);
-            let rest = &scratch[consumed..kept + read];
-            self.partial.clear();
-            if rest.is_empty() {
-                if self.partial.capacity() > 0 {
-                    self.partial = Vec::new();
-                }
-            } else {
-                self.partial.extend_from_slice(rest);
-            }
+    /// Acts on every complete frame in what arrived, keeping the start of an
+    /// unfinished one for the bytes that complete it.
+    fn on_input(&mut self, bytes: &mut [u8]) {
+        if self.closing {
+            return;
         }
-        // More may be waiting: let the other connections run first.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        self.slot.last_heard_ms.set(self.context.sockets.now_ms());
+        if self.partial.is_empty() {
+            let consumed = self.on_bytes(bytes);
+            self.partial.extend_from_slice(&bytes[consumed..]);
+            return;
+        }
+        let mut partial = std::mem::take(&mut self.partial);
+        partial.extend_from_slice(bytes);
+        let consumed = self.on_bytes(&mut partial);
+        partial.drain(..consumed);
+        if partial.is_empty() {
+            // Split frames are rare: hold no memory between them.
+            partial = Vec::new();
+        }
+        self.partial = partial;
     }
 
     /// Handles every complete frame in `buf`; returns how many bytes they took.
@@ -206,12 +190,16 @@ impl<M: Member> Connection<M> {
     /// must stay together), personal frames, then the newest broadcast. Ready when
     /// nothing is left; then, unless closing, the socket is lent to the room, which
     /// writes the next broadcasts itself until there is something to queue again.
-    fn poll_output(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_output(
+        &mut self,
+        stream: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         self.slot.take_socket_back();
         loop {
             let rest = self.slot.broadcast_rest().borrow_mut().take();
             if let Some((frame, offset)) = rest {
-                match Pin::new(&mut self.stream).poll_write(cx, &frame[offset..]) {
+                match Pin::new(&mut *stream).poll_write(cx, &frame[offset..]) {
                     Poll::Ready(Ok(n)) if offset + n == frame.len() => {
                         self.context.metrics.ws_out(1);
                     }
@@ -231,8 +219,7 @@ impl<M: Member> Connection<M> {
             if self.outbox_written < outbox_len {
                 let written = {
                     let outbox = outbox_cell.borrow();
-                    match Pin::new(&mut self.stream).poll_write(cx, &outbox[self.outbox_written..])
-                    {
+                    match Pin::new(&mut *stream).poll_write(cx, &outbox[self.outbox_written..]) {
                         Poll::Ready(Ok(n)) => n,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => return Poll::Pending,
@@ -253,7 +240,7 @@ impl<M: Member> Connection<M> {
             match self.member.newest_broadcast() {
                 Some(frame) => *self.slot.broadcast_rest().borrow_mut() = Some((frame, 0)),
                 None => {
-                    self.slot.lend_socket(self.stream.as_raw_fd());
+                    self.slot.lend_socket(stream.as_raw_fd());
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -283,26 +270,43 @@ impl<M: Member> Connection<M> {
     }
 }
 
-impl<M: Member> Future for Connection<M> {
+impl<M: Member> Reader for RefCell<Connection<M>> {
+    fn on_bytes(&self, bytes: &mut [u8]) {
+        let mut connection = self.borrow_mut();
+        connection.on_input(bytes);
+        if connection.closing {
+            // A close frame to send: only the task writes.
+            connection.slot.wake();
+        }
+    }
+
+    fn on_end(&self) {
+        let mut connection = self.borrow_mut();
+        connection.input_ended = true;
+        connection.slot.wake();
+    }
+}
+
+/// A connection's task: all its writing, and noticing its end.
+struct Task<M> {
+    connection: Rc<RefCell<Connection<M>>>,
+    stream: TcpStream,
+}
+
+impl<M: Member> Future for Task<M> {
     type Output = Ending;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ending> {
         let this = self.get_mut();
-        this.slot.register(cx.waker());
-        this.on_notes();
-        let input = this.poll_input(cx);
-        match input {
-            Poll::Ready(Ok(())) | Poll::Ready(Err(_)) if !this.closing => {
-                return Poll::Ready(Ending::ByClient)
-            }
-            _ => {}
+        let mut connection = this.connection.borrow_mut();
+        connection.slot.register(cx.waker());
+        connection.on_notes();
+        if connection.input_ended && !connection.closing {
+            return Poll::Ready(Ending::ByClient);
         }
-        if this.slot.overflowed() && !this.closing {
-            this.on_notes();
-        }
-        match this.poll_output(cx) {
-            Poll::Ready(Ok(())) if this.closing => {
-                Poll::Ready(std::mem::replace(&mut this.ending, Ending::ByClient))
+        match connection.poll_output(&mut this.stream, cx) {
+            Poll::Ready(Ok(())) if connection.closing => {
+                Poll::Ready(std::mem::replace(&mut connection.ending, Ending::ByClient))
             }
             Poll::Ready(Ok(())) => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Ending::ByClient),
@@ -374,25 +378,43 @@ pub fn serve<M: Member + 'static>(
     };
     drop(greeting);
     context.metrics.opened(endpoint);
-    let connection = Connection::new(context, stream, slot, member, leftover);
-    glommio::spawn_local(live(connection, permit, endpoint)).detach();
+    let socket = stream.as_raw_fd();
+    let registration = context.fanout.register(socket);
+    let connection = Rc::new(RefCell::new(Connection::new(context.clone(), slot, member)));
+    if !leftover.is_empty() {
+        let mut leftover = leftover;
+        connection.borrow_mut().on_input(&mut leftover);
+    }
+    let reading = context.inbound.start(socket, connection.clone());
+    let task = Task { connection, stream };
+    glommio::spawn_local(live(task, reading, registration, permit, endpoint)).detach();
 }
 
 /// The task of one WebSocket. It is most of what an idle WebSocket costs, so it holds
-/// the connection and its permit and nothing else: nothing from the handshake, and
-/// the rare step after our close frame (lingering) is boxed.
-async fn live<M: Member>(mut connection: Connection<M>, permit: Permit, endpoint: Endpoint) {
-    let ending = (&mut connection).await;
+/// the connection, what ties its socket to the core's rings, and its permit, and
+/// nothing else: nothing from the handshake, and the rare step after our close frame
+/// (lingering) is boxed.
+async fn live<M: Member>(
+    mut task: Task<M>,
+    reading: Reading,
+    registration: Registration,
+    permit: Permit,
+    endpoint: Endpoint,
+) {
+    let ending = (&mut task).await;
+    let Task { connection, stream } = task;
+    // Both rings let go of the socket before it closes.
+    drop(reading);
+    drop(registration);
     let Connection {
         context,
-        stream,
-        registration,
         slot,
         member,
         ..
-    } = connection;
+    } = Rc::into_inner(connection)
+        .expect("the receive ring let go of the connection when its reading stopped")
+        .into_inner();
     slot.take_socket_back();
-    drop(registration);
     member.leave();
     context.sockets.drop_slot(&slot);
     context.metrics.closed(endpoint);

@@ -28,6 +28,7 @@ use crate::services::rooms::{RoomSettings, Rooms};
 use crate::services::screens::{ScreenSettings, Viewers};
 use crate::services::RoomBudget;
 use crate::ws::fanout::Fanout;
+use crate::ws::inbound::Inbound;
 use futures_lite::future::BoxedLocal;
 use glommio::channels::channel_mesh::Senders;
 use std::rc::{Rc, Weak};
@@ -76,6 +77,7 @@ impl Core {
         mesh: Senders<super::calls::Envelope>,
         book: Option<Rc<OrderBook>>,
         fanout: Fanout,
+        inbound: Rc<Inbound>,
     ) -> Rc<Core> {
         Rc::new_cyclic(|core: &Weak<Core>| {
             let config = &shared.config;
@@ -148,7 +150,6 @@ impl Core {
                     ping_interval_ms: config.ws_ping_interval_ms,
                     idle_timeout_ms: config.ws_idle_timeout_ms,
                 },
-                config.ws_message_bytes_max,
                 shared.placement.clone(),
                 id,
             ));
@@ -172,6 +173,7 @@ impl Core {
             let ws = Rc::new(WsContext {
                 sockets: sockets.clone(),
                 fanout,
+                inbound,
                 metrics: metrics.clone(),
                 message_bytes_max: config.ws_message_bytes_max,
             });

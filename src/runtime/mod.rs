@@ -260,7 +260,12 @@ async fn serve_core(
     };
     let fanout = crate::ws::fanout::Fanout::new()
         .map_err(|e| format!("cannot open core {id}'s broadcast io_uring: {e}"))?;
-    let core = Core::new(id, shared, senders, book, fanout);
+    let inbound = Rc::new(
+        crate::ws::inbound::Inbound::new()
+            .map_err(|e| format!("cannot open core {id}'s receive io_uring: {e}"))?,
+    );
+    glommio::spawn_local(inbound.clone().run()).detach();
+    let core = Core::new(id, shared, senders, book, fanout, inbound);
     core.listen_to_peers(receivers);
     core.sockets.start_sweeper();
     core.start_releasing_emptied_rooms();

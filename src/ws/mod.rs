@@ -1,10 +1,12 @@
-//! WebSockets (RFC 6455) without sockets: the handshake, the frame codec, message
-//! reassembly, the upgrade rules of SPEC.md §2, and the [`slot::Slot`] through which a
-//! room talks to a connection it never touches. The connection loop is `net::ws`.
+//! WebSockets (RFC 6455): the handshake, the frame codec, message reassembly, the
+//! upgrade rules of SPEC.md §2, the [`slot::Slot`] through which a room talks to a
+//! connection it never touches, and the core's two rings of its own: [`fanout`] writes
+//! broadcasts, [`inbound`] receives what clients send. The connection loop is `net::ws`.
 
 pub mod fanout;
 pub mod frame;
 pub mod handshake;
+pub mod inbound;
 pub mod message;
 pub mod slot;
 pub mod upgrade;
