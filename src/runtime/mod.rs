@@ -116,7 +116,10 @@ pub fn run(config: Config) -> Result<(), String> {
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(cores, Some(cpus)))
         .name("kakigori")
         .io_memory(IO_MEMORY_BYTES)
-        .preempt_timer(Duration::from_millis(10))
+        // How long a busy core runs tasks before it looks at its rings again: the receive
+        // ring's doorbell (`ws::inbound`) and the broadcast timers wait at most this long
+        // behind running tasks. Looking costs one system call.
+        .preempt_timer(Duration::from_millis(1))
         // Chant-line backend calls block; let each core have that many in flight.
         .blocking_thread_pool_placement(PoolPlacement::Unbound(
             crate::chant::MAX_BACKEND_CALLS_IN_FLIGHT,
