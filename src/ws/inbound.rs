@@ -173,12 +173,16 @@ impl Inbound {
     /// most [`REAP_PASSES_MAX`] passes; if work is left, rings the doorbell itself so
     /// that the reaper comes back after the core's other tasks had their turn (the
     /// kernel rings it only when work arrives with none waiting).
+    ///
+    /// The doorbell is off meanwhile: the completions the reaper's own enters post
+    /// would ring it for work already done, and cost a second wake-up per wake-up.
     fn reap(&self) {
         let mut pass = [(0u64, 0i32, 0u32); PASS_COMPLETIONS_MAX];
-        for _ in 0..REAP_PASSES_MAX {
+        self.ring.borrow_mut().completion().disable_eventfd();
+        for passes in 0..REAP_PASSES_MAX {
             let (taken, deferred) = {
                 let mut ring = self.ring.borrow_mut();
-                self.enter(&ring);
+                self.enter(&ring, passes > 0);
                 let mut taken = 0;
                 for done in ring.completion().take(PASS_COMPLETIONS_MAX) {
                     pass[taken] = (done.user_data(), done.result(), done.flags());
@@ -192,11 +196,27 @@ impl Inbound {
             }
             self.buffers.publish();
             self.arm_starved();
-            if taken < PASS_COMPLETIONS_MAX && !deferred {
+            if taken < PASS_COMPLETIONS_MAX && !deferred && !self.doorbell_back_on() {
                 return;
             }
         }
+        self.doorbell_back_on();
         self.ring_doorbell();
+    }
+
+    /// Turns the doorbell back on; true if work came while it was off, which then
+    /// rang nothing.
+    fn doorbell_back_on(&self) -> bool {
+        let mut ring = self.ring.borrow_mut();
+        ring.completion().enable_eventfd();
+        // Against the kernel's "mark work waiting, then look at the doorbell's switch":
+        // one of the two sides sees the other's write.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let waiting = ring.submission().taskrun() || !ring.completion().is_empty();
+        if waiting {
+            ring.completion().disable_eventfd();
+        }
+        waiting
     }
 
     fn ring_doorbell(&self) {
@@ -292,25 +312,30 @@ impl Inbound {
             if unsafe { ring.submission().push(entry) }.is_ok() {
                 return;
             }
-            self.enter(&ring);
+            self.enter(&ring, false);
         }
     }
 
     fn submit(&self) {
-        self.enter(&self.ring.borrow());
+        self.enter(&self.ring.borrow(), false);
     }
 
-    /// Submits what is queued and runs up to a pass of the receives the kernel deferred
-    /// to us. Asking for a pass of completions with a zero timeout is what makes one
-    /// enter run that many: with none asked for, it runs only a handful.
-    fn enter(&self, ring: &IoUring) {
+    /// Submits what is queued and runs the receives the kernel deferred to us: a
+    /// handful of them (the kernel's default for an enter that waits for nothing), or
+    /// with `backlog` up to a pass — asking for a pass of completions with a zero
+    /// timeout is what makes one enter run that many, at the price of setting up a
+    /// wait, so it is only worth it when work is known to be left.
+    fn enter(&self, ring: &IoUring, backlog: bool) {
         let no_wait = types::Timespec::new();
         let args = types::SubmitArgs::new().timespec(&no_wait);
         loop {
-            match ring
-                .submitter()
-                .submit_with_args(PASS_COMPLETIONS_MAX, &args)
-            {
+            let entered = if backlog {
+                ring.submitter()
+                    .submit_with_args(PASS_COMPLETIONS_MAX, &args)
+            } else {
+                ring.submit_and_wait(0)
+            };
+            match entered {
                 Ok(_) => return,
                 Err(e) => match e.raw_os_error() {
                     // Fewer completions than asked for: the timeout passed at once.
