@@ -1,6 +1,7 @@
 //! A core's WebSocket bookkeeping: every connection's slot, and the heartbeat sweep
-//! that pings every connection every 30 s and drops the silent ones. One sweep task per core replaces a timer per connection: 15,000
-//! idle connections cost one pass over a Vec four times a second.
+//! that pings every connection every 30 s and drops the silent ones. One sweep task per
+//! core replaces a timer per connection: 15,000 idle connections cost one pass over a
+//! Vec four times a second.
 
 use crate::clock::Clock;
 use crate::limits::HEARTBEAT_SWEEP_MS;

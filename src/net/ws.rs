@@ -362,7 +362,7 @@ pub fn serve<M: Member + 'static>(
     stream: TcpStream,
     permit: Permit,
     greeting: Vec<u8>,
-    leftover: Vec<u8>,
+    mut leftover: Vec<u8>,
     endpoint: Endpoint,
     join: impl FnOnce(&Rc<Slot>) -> Result<M, Rejected>,
 ) {
@@ -382,7 +382,6 @@ pub fn serve<M: Member + 'static>(
     let registration = context.fanout.register(socket);
     let connection = Rc::new(RefCell::new(Connection::new(context.clone(), slot, member)));
     if !leftover.is_empty() {
-        let mut leftover = leftover;
         connection.borrow_mut().on_input(&mut leftover);
     }
     let reading = context.inbound.start(socket, connection.clone());

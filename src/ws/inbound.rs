@@ -70,6 +70,23 @@ struct Armed {
     generation: u32,
 }
 
+/// A receive's user data: its place among the readers, and the generation that tells
+/// it from an earlier connection's in the same place.
+fn token(key: usize, generation: u32) -> u64 {
+    key as u64 | (u64::from(generation) << 32)
+}
+
+fn key(token: u64) -> usize {
+    token as u32 as usize
+}
+
+/// The receive `token` names, if its connection has not stopped.
+fn armed(readers: &Slab<Armed>, token: u64) -> Option<&Armed> {
+    readers
+        .get(key(token))
+        .filter(|armed| armed.generation == (token >> 32) as u32)
+}
+
 /// The core's receive ring.
 pub struct Inbound {
     ring: RefCell<IoUring>,
@@ -140,7 +157,7 @@ impl Inbound {
             reader,
             generation,
         });
-        let token = key as u64 | (u64::from(generation) << 32);
+        let token = token(key, generation);
         self.arm(socket, token);
         self.submit();
         Reading {
@@ -230,13 +247,7 @@ impl Inbound {
         if token == CANCEL {
             return;
         }
-        let reader = {
-            let readers = self.readers.borrow();
-            readers
-                .get(token as u32 as usize)
-                .filter(|armed| armed.generation == (token >> 32) as u32)
-                .map(|armed| armed.reader.clone())
-        };
+        let reader = armed(&self.readers.borrow(), token).map(|armed| armed.reader.clone());
         if let Some(id) = cqueue::buffer_select(flags) {
             if let (Some(reader), true) = (&reader, result > 0) {
                 let len = (result as usize).min(BUFFER_BYTES);
@@ -268,12 +279,7 @@ impl Inbound {
             return;
         }
         for token in starved {
-            let socket = self
-                .readers
-                .borrow()
-                .get(token as u32 as usize)
-                .filter(|armed| armed.generation == (token >> 32) as u32)
-                .map(|armed| armed.socket);
+            let socket = armed(&self.readers.borrow(), token).map(|armed| armed.socket);
             if let Some(socket) = socket {
                 self.arm(socket, token);
             }
@@ -290,13 +296,9 @@ impl Inbound {
     }
 
     fn stop(&self, token: u64) {
-        let key = token as u32 as usize;
         let mut readers = self.readers.borrow_mut();
-        if readers
-            .get(key)
-            .is_some_and(|armed| armed.generation == (token >> 32) as u32)
-        {
-            readers.remove(key);
+        if armed(&readers, token).is_some() {
+            readers.remove(key(token));
         }
         drop(readers);
         self.push(&opcode::AsyncCancel::new(token).build().user_data(CANCEL));
